@@ -1,0 +1,765 @@
+//! The plugin configuration: its JSON shape, its defaults, and every check
+//! that can be made before the first request.
+//!
+//! Envoy hands the filter the configuration once, when it loads the plugin.
+//! [`Config::from_json`] is the only way to get a [`Config`]: it either
+//! returns a configuration that the request path can use without further
+//! checks, or one [`Error::Config`] naming the JSON path of the bad value, so
+//! that the log line tells the operator exactly what to fix.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::claims::RESERVED_CLAIMS;
+use crate::error::Error;
+
+/// Largest configuration accepted, in bytes. A configuration is a few
+/// kilobytes; anything near this is a mistake (a key pasted in, a loop in a
+/// generator) and is refused before it is parsed.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+
+/// A JWS algorithm Rulegate can verify or sign with.
+///
+/// There is deliberately no `none` and no HMAC: an id_token signed with a
+/// shared secret cannot be checked by a proxy, and accepting HMAC is how a
+/// public key ends up used as a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// Every name accepted in `allowed_algorithms`.
+    pub const ALL: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    /// The `alg` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm an `alg` header names, if Rulegate knows it.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+}
+
+/// What the client gets when the provider's token does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidTokenPolicy {
+    /// Answer `502` with an OAuth `server_error`: no rule was applied, so
+    /// the tokens must not reach the app as if they had been.
+    Reject,
+    /// Pass the provider's response through untouched and count it. Only for
+    /// deployments where rules are a convenience, never a control.
+    Pass,
+}
+
+/// Where the provider's JWKS is fetched from, through Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// The Envoy cluster that reaches the provider.
+    pub cluster: String,
+    /// `:authority` of the JWKS request; defaults to the issuer's.
+    pub authority: String,
+    /// Path of the provider's JWKS on that cluster.
+    pub jwks_path: String,
+    /// Timeout of one JWKS fetch.
+    pub timeout_ms: u64,
+}
+
+/// How tokens are checked before anything in them is believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// The exact `iss` expected.
+    pub issuer: String,
+    /// Audiences accepted besides the client id of the token request.
+    pub audiences: Vec<String>,
+    /// Algorithms accepted in the token header.
+    pub allowed_algorithms: Vec<Algorithm>,
+    /// Tolerance for `exp`, `nbf` and `iat`, in seconds.
+    pub clock_skew_s: u64,
+    /// Longest token even looked at.
+    pub max_token_bytes: usize,
+}
+
+/// Rulegate's own signing key, used for tokens that gained claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    pub algorithm: Algorithm,
+    /// `kid` of the key, published in the merged JWKS.
+    pub key_id: String,
+    /// Environment variable (exposed to the VM) holding the PEM private key.
+    pub private_key_env: String,
+}
+
+/// One configured rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Add `claim` (the full, namespaced name) to the id_token.
+    SetClaim { claim: String, value: ClaimValue },
+}
+
+/// Where the value of a claim comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimValue {
+    /// A fixed JSON value from the configuration.
+    Fixed(Value),
+    /// The value of another claim of the verified id_token; when that claim
+    /// is absent, the rule adds nothing.
+    FromClaim(String),
+}
+
+/// A validated configuration. Built only by [`Config::from_json`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub token_path: String,
+    pub discovery_path: String,
+    /// Where Rulegate serves the merged JWKS.
+    pub jwks_path: String,
+    /// The `jwks_uri` written into the discovery document.
+    pub jwks_uri: String,
+    pub provider: Provider,
+    pub verify: VerifyPolicy,
+    /// Least time between two JWKS refreshes caused by an unknown `kid`.
+    pub jwks_refresh_interval_s: u64,
+    /// Age after which cached provider keys are refreshed on the next use.
+    pub jwks_max_age_s: u64,
+    pub on_invalid_token: InvalidTokenPolicy,
+    /// Largest token response buffered; larger ones pass through untouched.
+    pub max_response_bytes: usize,
+    pub signing: Signing,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default = "default_token_path")]
+    token_path: String,
+    #[serde(default = "default_discovery_path")]
+    discovery_path: String,
+    #[serde(default = "default_jwks_path")]
+    jwks_path: String,
+    jwks_uri: Option<String>,
+    provider: RawProvider,
+    #[serde(default = "default_allowed_algorithms")]
+    allowed_algorithms: Vec<Algorithm>,
+    #[serde(default = "default_clock_skew_s")]
+    clock_skew_s: u64,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default = "default_jwks_refresh_interval_s")]
+    jwks_refresh_interval_s: u64,
+    #[serde(default = "default_jwks_max_age_s")]
+    jwks_max_age_s: u64,
+    #[serde(default = "default_on_invalid_token")]
+    on_invalid_token: InvalidTokenPolicy,
+    #[serde(default = "default_max_response_bytes")]
+    max_response_bytes: usize,
+    namespace: Option<String>,
+    #[serde(default)]
+    signing: RawSigning,
+    #[serde(default)]
+    rules: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    cluster: String,
+    authority: Option<String>,
+    #[serde(default = "default_provider_jwks_path")]
+    jwks_path: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    #[serde(default = "default_signing_algorithm")]
+    algorithm: Algorithm,
+    #[serde(default = "default_key_id")]
+    key_id: String,
+    #[serde(default = "default_private_key_env")]
+    private_key_env: String,
+}
+
+impl Default for RawSigning {
+    fn default() -> Self {
+        RawSigning {
+            algorithm: default_signing_algorithm(),
+            key_id: default_key_id(),
+            private_key_env: default_private_key_env(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetClaim {
+    name: String,
+    #[serde(rename = "type")]
+    _type: String,
+    claim: String,
+    value: Option<Value>,
+    from_claim: Option<String>,
+}
+
+fn default_token_path() -> String {
+    "/token".into()
+}
+fn default_discovery_path() -> String {
+    "/.well-known/openid-configuration".into()
+}
+fn default_jwks_path() -> String {
+    "/.well-known/rulegate/jwks.json".into()
+}
+fn default_provider_jwks_path() -> String {
+    "/jwks".into()
+}
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_allowed_algorithms() -> Vec<Algorithm> {
+    vec![
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ]
+}
+fn default_clock_skew_s() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+fn default_jwks_refresh_interval_s() -> u64 {
+    30
+}
+fn default_jwks_max_age_s() -> u64 {
+    3_600
+}
+fn default_on_invalid_token() -> InvalidTokenPolicy {
+    InvalidTokenPolicy::Reject
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024
+}
+fn default_signing_algorithm() -> Algorithm {
+    Algorithm::ES256
+}
+fn default_key_id() -> String {
+    "rulegate-1".into()
+}
+fn default_private_key_env() -> String {
+    "RULEGATE_SIGNING_KEY".into()
+}
+
+/// Algorithms Rulegate can sign rewritten tokens with.
+const SIGNING_ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    ///
+    /// The first problem found is returned; the error names its field.
+    pub fn from_json(text: &[u8]) -> Result<Config, Error> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(Error::config(
+                "(configuration)",
+                format!(
+                    "{} bytes is over the limit of {MAX_CONFIG_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        let raw: RawConfig = parse_at("", text)?;
+
+        let (origin, issuer_authority) = split_origin(&raw.issuer)
+            .ok_or_else(|| Error::config("issuer", "must be an absolute http(s) URL"))?;
+        check_path("token_path", &raw.token_path)?;
+        check_path("discovery_path", &raw.discovery_path)?;
+        check_path("jwks_path", &raw.jwks_path)?;
+        check_path("provider.jwks_path", &raw.provider.jwks_path)?;
+        if raw.jwks_path == raw.token_path || raw.jwks_path == raw.discovery_path {
+            return Err(Error::config(
+                "jwks_path",
+                "must differ from the token and discovery paths",
+            ));
+        }
+        let jwks_uri = match raw.jwks_uri {
+            Some(uri) if split_origin(&uri).is_none() => {
+                return Err(Error::config("jwks_uri", "must be an absolute http(s) URL"))
+            }
+            Some(uri) => uri,
+            None => format!("{origin}{}", raw.jwks_path),
+        };
+        let provider = validate_provider(raw.provider, issuer_authority)?;
+        let verify = validate_verify_policy(
+            raw.issuer,
+            raw.audiences,
+            raw.allowed_algorithms,
+            raw.clock_skew_s,
+            raw.max_token_bytes,
+        )?;
+        let signing = validate_signing(raw.signing)?;
+        let rules = validate_rules(raw.rules, raw.namespace.as_deref())?;
+        if raw.jwks_max_age_s == 0 {
+            return Err(Error::config("jwks_max_age_s", "must be at least 1"));
+        }
+        if raw.max_response_bytes < 1024 {
+            return Err(Error::config("max_response_bytes", "must be at least 1024"));
+        }
+
+        Ok(Config {
+            token_path: raw.token_path,
+            discovery_path: raw.discovery_path,
+            jwks_path: raw.jwks_path,
+            jwks_uri,
+            provider,
+            verify,
+            jwks_refresh_interval_s: raw.jwks_refresh_interval_s,
+            jwks_max_age_s: raw.jwks_max_age_s,
+            on_invalid_token: raw.on_invalid_token,
+            max_response_bytes: raw.max_response_bytes,
+            signing,
+            rules,
+        })
+    }
+}
+
+fn validate_provider(raw: RawProvider, issuer_authority: &str) -> Result<Provider, Error> {
+    if raw.cluster.is_empty() {
+        return Err(Error::config(
+            "provider.cluster",
+            "must name an Envoy cluster",
+        ));
+    }
+    if raw.timeout_ms == 0 || raw.timeout_ms > 60_000 {
+        return Err(Error::config(
+            "provider.timeout_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    let authority = raw
+        .authority
+        .unwrap_or_else(|| issuer_authority.to_string());
+    if authority.is_empty() {
+        return Err(Error::config("provider.authority", "must not be empty"));
+    }
+    Ok(Provider {
+        cluster: raw.cluster,
+        authority,
+        jwks_path: raw.jwks_path,
+        timeout_ms: raw.timeout_ms,
+    })
+}
+
+fn validate_verify_policy(
+    issuer: String,
+    audiences: Vec<String>,
+    allowed_algorithms: Vec<Algorithm>,
+    clock_skew_s: u64,
+    max_token_bytes: usize,
+) -> Result<VerifyPolicy, Error> {
+    if allowed_algorithms.is_empty() {
+        return Err(Error::config(
+            "allowed_algorithms",
+            "must name at least one algorithm",
+        ));
+    }
+    if let Some(index) = audiences.iter().position(String::is_empty) {
+        return Err(Error::config(
+            format!("audiences[{index}]"),
+            "must not be empty",
+        ));
+    }
+    if clock_skew_s > 600 {
+        return Err(Error::config("clock_skew_s", "must be at most 600 seconds"));
+    }
+    if !(1024..=1024 * 1024).contains(&max_token_bytes) {
+        return Err(Error::config(
+            "max_token_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    Ok(VerifyPolicy {
+        issuer,
+        audiences,
+        allowed_algorithms,
+        clock_skew_s,
+        max_token_bytes,
+    })
+}
+
+fn validate_signing(raw: RawSigning) -> Result<Signing, Error> {
+    if !SIGNING_ALGORITHMS.contains(&raw.algorithm) {
+        return Err(Error::config(
+            "signing.algorithm",
+            format!(
+                "{} cannot sign; use ES256, RS256 or EdDSA",
+                raw.algorithm.name()
+            ),
+        ));
+    }
+    if raw.key_id.is_empty() {
+        return Err(Error::config("signing.key_id", "must not be empty"));
+    }
+    if raw.private_key_env.is_empty() {
+        return Err(Error::config(
+            "signing.private_key_env",
+            "must name a variable",
+        ));
+    }
+    Ok(Signing {
+        algorithm: raw.algorithm,
+        key_id: raw.key_id,
+        private_key_env: raw.private_key_env,
+    })
+}
+
+fn validate_rules(raw: Vec<Value>, namespace: Option<&str>) -> Result<Vec<Rule>, Error> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        let at = format!("rules[{index}]");
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let rule = match kind {
+            "set_claim" => validate_set_claim(&at, value, namespace)?,
+            "" => return Err(Error::config(format!("{at}.type"), "is required")),
+            other => {
+                return Err(Error::config(
+                    format!("{at}.type"),
+                    format!("unknown rule type {other:?}; known: set_claim"),
+                ))
+            }
+        };
+        if rules.iter().any(|r: &Rule| r.name == rule.name) {
+            return Err(Error::config(
+                format!("{at}.name"),
+                "is used by an earlier rule",
+            ));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+fn validate_set_claim(at: &str, value: Value, namespace: Option<&str>) -> Result<Rule, Error> {
+    let raw: RawSetClaim = parse_value_at(at, value)?;
+    if raw.name.is_empty() {
+        return Err(Error::config(format!("{at}.name"), "must not be empty"));
+    }
+    if raw.claim.is_empty() {
+        return Err(Error::config(format!("{at}.claim"), "must not be empty"));
+    }
+    if RESERVED_CLAIMS.contains(&raw.claim.as_str()) {
+        return Err(Error::config(
+            format!("{at}.claim"),
+            format!("{:?} is a reserved claim and cannot be set", raw.claim),
+        ));
+    }
+    let namespace = check_namespace(namespace)?;
+    let value = match (raw.value, raw.from_claim) {
+        (Some(value), None) => ClaimValue::Fixed(value),
+        (None, Some(source)) if !source.is_empty() => ClaimValue::FromClaim(source),
+        (None, Some(_)) => {
+            return Err(Error::config(
+                format!("{at}.from_claim"),
+                "must not be empty",
+            ))
+        }
+        _ => {
+            return Err(Error::config(
+                format!("{at}.value"),
+                "give exactly one of value and from_claim",
+            ))
+        }
+    };
+    Ok(Rule {
+        name: raw.name,
+        action: Action::SetClaim {
+            claim: format!("{namespace}{}", raw.claim),
+            value,
+        },
+    })
+}
+
+/// Custom claims live under a URL prefix so that they never collide with
+/// standard claims, now or in a later version of a specification.
+fn check_namespace(namespace: Option<&str>) -> Result<&str, Error> {
+    let Some(namespace) = namespace else {
+        return Err(Error::config(
+            "namespace",
+            "is required when a rule sets claims, e.g. \"https://example.com/claims/\"",
+        ));
+    };
+    if split_origin(namespace).is_none() {
+        return Err(Error::config(
+            "namespace",
+            "must be an absolute http(s) URL",
+        ));
+    }
+    Ok(namespace)
+}
+
+fn check_path(field: &str, path: &str) -> Result<(), Error> {
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(Error::config(
+            field,
+            "must be a path starting with '/', without query",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `https://host:port/path` into the origin `https://host:port` and
+/// the authority `host:port`; `None` for anything that is not http(s).
+pub(crate) fn split_origin(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return None;
+    }
+    let origin_len = url.len() - rest.len() + authority_len;
+    Some((&url[..origin_len], authority))
+}
+
+fn parse_at<T: DeserializeOwned>(prefix: &str, text: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| path_error(prefix, &err))
+}
+
+fn parse_value_at<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|err| path_error(prefix, &err))
+}
+
+fn path_error<E: std::fmt::Display>(prefix: &str, err: &serde_path_to_error::Error<E>) -> Error {
+    let path = err.path().to_string();
+    let field = match (prefix.is_empty(), path.as_str()) {
+        (true, ".") => "(configuration)".to_string(),
+        (true, _) => path,
+        (false, ".") => prefix.to_string(),
+        (false, _) => format!("{prefix}.{path}"),
+    };
+    Error::config(field, err.inner().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "issuer": "https://login.example.com",
+            "provider": {"cluster": "idp"},
+            "namespace": "https://example.com/claims/",
+            "rules": [{"name": "plan", "type": "set_claim", "claim": "plan", "value": "gold"}]
+        })
+    }
+
+    fn load(value: Value) -> Result<Config, Error> {
+        Config::from_json(value.to_string().as_bytes())
+    }
+
+    fn field_of(value: Value) -> String {
+        match load(value) {
+            Err(Error::Config { field, .. }) => field,
+            other => format!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_configuration_gets_documented_defaults() -> Result<(), Error> {
+        let config = load(minimal())?;
+        assert_eq!(config.token_path, "/token");
+        assert_eq!(
+            config.jwks_uri,
+            "https://login.example.com/.well-known/rulegate/jwks.json"
+        );
+        assert_eq!(config.provider.authority, "login.example.com");
+        assert_eq!(config.signing.algorithm, Algorithm::ES256);
+        assert_eq!(config.on_invalid_token, InvalidTokenPolicy::Reject);
+        assert_eq!(
+            config.rules[0].action,
+            Action::SetClaim {
+                claim: "https://example.com/claims/plan".into(),
+                value: ClaimValue::Fixed(json!("gold")),
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "missing issuer",
+                json!({"provider": {"cluster": "idp"}}),
+                "(configuration)",
+            ),
+            (
+                "issuer not a url",
+                json!({"issuer": "login", "provider": {"cluster": "idp"}}),
+                "issuer",
+            ),
+            (
+                "unknown top-level field",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "tokn_path": "/t"}),
+                "tokn_path",
+            ),
+            (
+                "wrong type nested",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp", "timeout_ms": "x"}}),
+                "provider.timeout_ms",
+            ),
+            (
+                "hmac in allowlist",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "allowed_algorithms": ["HS256"]}),
+                "allowed_algorithms[0]",
+            ),
+            (
+                "none in allowlist",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "allowed_algorithms": ["none"]}),
+                "allowed_algorithms[0]",
+            ),
+            (
+                "signing with PS256",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "signing": {"algorithm": "PS256"}}),
+                "signing.algorithm",
+            ),
+            (
+                "relative token path",
+                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "token_path": "token"}),
+                "token_path",
+            ),
+        ];
+        for (name, value, field) in cases {
+            assert_eq!(field_of(value), field, "case {name:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_claims_are_refused_with_the_rule_named() {
+        for claim in RESERVED_CLAIMS {
+            let mut config = minimal();
+            config["rules"][0]["claim"] = json!(claim);
+            let err = load(config).err();
+            let Some(Error::Config { field, reason }) = err else {
+                panic!("claim {claim:?} was accepted");
+            };
+            assert_eq!(field, "rules[0].claim", "claim {claim:?}");
+            assert!(reason.contains("reserved"), "claim {claim:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn set_claim_needs_exactly_one_source() {
+        let mut both = minimal();
+        both["rules"][0]["from_claim"] = json!("email");
+        assert_eq!(field_of(both), "rules[0].value");
+
+        let mut neither = minimal();
+        neither["rules"][0]
+            .as_object_mut()
+            .map(|rule| rule.remove("value"));
+        assert_eq!(field_of(neither), "rules[0].value");
+    }
+
+    #[test]
+    fn rules_without_namespace_are_refused() {
+        let mut config = minimal();
+        config.as_object_mut().map(|c| c.remove("namespace"));
+        assert_eq!(field_of(config), "namespace");
+    }
+
+    #[test]
+    fn unknown_rule_field_and_type_are_named() {
+        let mut typo = minimal();
+        typo["rules"][0]["valeu"] = json!(1);
+        assert_eq!(field_of(typo), "rules[0].valeu");
+
+        let mut unknown = minimal();
+        unknown["rules"][0]["type"] = json!("delete_user");
+        assert_eq!(field_of(unknown), "rules[0].type");
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_refused() {
+        let mut config = minimal();
+        let rule = config["rules"][0].clone();
+        config["rules"].as_array_mut().map(|rules| rules.push(rule));
+        assert_eq!(field_of(config), "rules[1].name");
+    }
+
+    #[test]
+    fn oversized_configuration_is_refused_before_parsing() {
+        let text = vec![b' '; MAX_CONFIG_BYTES + 1];
+        assert!(matches!(
+            Config::from_json(&text),
+            Err(Error::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn split_origin_handles_paths_and_rejects_other_schemes() {
+        assert_eq!(
+            split_origin("https://idp.example.com:8443/realms/x"),
+            Some(("https://idp.example.com:8443", "idp.example.com:8443"))
+        );
+        assert_eq!(
+            split_origin("http://127.0.0.1:10000"),
+            Some(("http://127.0.0.1:10000", "127.0.0.1:10000"))
+        );
+        assert_eq!(split_origin("ftp://x"), None);
+        assert_eq!(split_origin("https://"), None);
+        assert_eq!(split_origin("https://user@host"), None);
+    }
+}

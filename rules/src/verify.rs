@@ -1,0 +1,340 @@
+//! Verification of the provider's tokens against its JWKS.
+//!
+//! Nothing from a token is believed until [`verify`] has checked, in this
+//! order: the size, the header's algorithm against the allowlist, the key
+//! (by `kid`, and of the token's algorithm), the signature, then `iss`,
+//! `aud`, `exp`, `nbf` and `iat` against the time the caller passes in. The
+//! caller passes "now" because wasm hosts do not all provide a clock that
+//! crates can read on their own.
+//!
+//! Keys are parsed once, when a JWKS document is loaded ([`ProviderKeys`]),
+//! never per token. Each JWK becomes one verifier per algorithm it may be
+//! used with, so a key published without `alg` cannot be used with an
+//! algorithm of another family, and an RSA key can never become an HMAC
+//! secret.
+
+use std::collections::HashSet;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde_json::{Map, Value};
+
+use crate::claims::VerifiedClaims;
+use crate::config::{Algorithm, VerifyPolicy};
+use crate::error::{Error, Rejection};
+
+/// Largest JWKS document accepted, in bytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// A public key ready to verify one algorithm.
+enum KeyVerifier {
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
+}
+
+struct ProviderKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    verifier: KeyVerifier,
+}
+
+/// The provider's verification keys, parsed from its JWKS document.
+pub struct ProviderKeys {
+    keys: Vec<ProviderKey>,
+    /// The provider's JWK objects as published, for the merged JWKS.
+    published: Vec<Value>,
+}
+
+impl std::fmt::Debug for ProviderKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderKeys")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl ProviderKeys {
+    /// A key set that verifies nothing, before the first fetch.
+    pub fn empty() -> Self {
+        ProviderKeys {
+            keys: Vec::new(),
+            published: Vec::new(),
+        }
+    }
+
+    /// Parses a JWKS document, keeping the keys usable with `allowed`.
+    ///
+    /// Keys for encryption, of unknown types, or that do not parse are left
+    /// out; a document that leaves no key at all is an error, so that the
+    /// caller keeps its previous keys.
+    pub fn from_jwks(document: &[u8], allowed: &[Algorithm]) -> Result<Self, Error> {
+        if document.len() > MAX_JWKS_BYTES {
+            return Err(Error::Jwks(format!("larger than {MAX_JWKS_BYTES} bytes")));
+        }
+        let parsed: Value = serde_json::from_slice(document)
+            .map_err(|err| Error::Jwks(format!("not JSON: {err}")))?;
+        let Some(jwks) = parsed.get("keys").and_then(Value::as_array) else {
+            return Err(Error::Jwks("no \"keys\" array".into()));
+        };
+
+        let mut keys = Vec::new();
+        let mut published = Vec::new();
+        for jwk in jwks {
+            let usable = usable_keys(jwk, allowed);
+            if !usable.is_empty() {
+                published.push(public_members(jwk));
+            }
+            keys.extend(usable);
+        }
+        if keys.is_empty() {
+            return Err(Error::Jwks("no key usable with allowed_algorithms".into()));
+        }
+        Ok(ProviderKeys { keys, published })
+    }
+
+    /// Number of (key, algorithm) pairs that can verify.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key can verify.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The provider's usable JWKs, as it published them.
+    pub fn published(&self) -> &[Value] {
+        &self.published
+    }
+
+    /// Whether a key with this `kid` is known.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+}
+
+/// The algorithms a JWK may verify: the one its `alg` names, or every
+/// allowed algorithm of its key type when it names none.
+fn usable_keys(jwk: &Value, allowed: &[Algorithm]) -> Vec<ProviderKey> {
+    if jwk
+        .get("use")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u != "sig")
+    {
+        return Vec::new();
+    }
+    let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
+    let candidates: Vec<Algorithm> = match jwk.get("alg").and_then(Value::as_str) {
+        Some(name) => Algorithm::from_name(name).into_iter().collect(),
+        None => algorithms_for_key_type(jwk),
+    };
+    let text = jwk.to_string();
+    candidates
+        .into_iter()
+        .filter(|algorithm| allowed.contains(algorithm))
+        .filter_map(|algorithm| {
+            let verifier = parse_public_jwk(algorithm, &text)?;
+            Some(ProviderKey {
+                kid: kid.clone(),
+                algorithm,
+                verifier,
+            })
+        })
+        .collect()
+}
+
+fn algorithms_for_key_type(jwk: &Value) -> Vec<Algorithm> {
+    let kty = jwk.get("kty").and_then(Value::as_str);
+    let crv = jwk.get("crv").and_then(Value::as_str);
+    match (kty, crv) {
+        (Some("RSA"), _) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        (Some("EC"), Some("P-256")) => vec![Algorithm::ES256],
+        (Some("EC"), Some("P-384")) => vec![Algorithm::ES384],
+        (Some("OKP"), Some("Ed25519")) => vec![Algorithm::EdDSA],
+        _ => Vec::new(),
+    }
+}
+
+fn parse_public_jwk(algorithm: Algorithm, jwk: &str) -> Option<KeyVerifier> {
+    let verifier = match algorithm {
+        Algorithm::RS256 => KeyVerifier::Rs256(RS256PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::RS384 => KeyVerifier::Rs384(RS384PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::RS512 => KeyVerifier::Rs512(RS512PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::PS256 => KeyVerifier::Ps256(PS256PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::PS384 => KeyVerifier::Ps384(PS384PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::PS512 => KeyVerifier::Ps512(PS512PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::ES256 => KeyVerifier::Es256(ES256PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::ES384 => KeyVerifier::Es384(ES384PublicKey::from_jwk(jwk).ok()?),
+        Algorithm::EdDSA => KeyVerifier::EdDsa(Ed25519PublicKey::from_jwk(jwk).ok()?),
+    };
+    Some(verifier)
+}
+
+/// The public members of a JWK: a provider that mistakenly publishes a
+/// private member must not have Rulegate republish it.
+fn public_members(jwk: &Value) -> Value {
+    const PUBLIC: [&str; 9] = ["kty", "kid", "use", "alg", "crv", "x", "y", "n", "e"];
+    let Some(members) = jwk.as_object() else {
+        return Value::Null;
+    };
+    let kept: Map<String, Value> = members
+        .iter()
+        .filter(|(name, _)| PUBLIC.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    Value::Object(kept)
+}
+
+/// Verifies `token`, issued to `client_id`, at Unix time `now`.
+///
+/// The accepted audiences are `client_id` and the configured `audiences`.
+pub fn verify(
+    keys: &ProviderKeys,
+    policy: &VerifyPolicy,
+    token: &str,
+    client_id: Option<&str>,
+    now: u64,
+) -> Result<VerifiedClaims, Rejection> {
+    if token.len() > policy.max_token_bytes {
+        return Err(Rejection::TooLong);
+    }
+    let metadata = Token::decode_metadata(token).map_err(|_| Rejection::Malformed)?;
+    let algorithm = Algorithm::from_name(metadata.algorithm())
+        .filter(|algorithm| policy.allowed_algorithms.contains(algorithm))
+        .ok_or_else(|| Rejection::AlgorithmNotAllowed(metadata.algorithm().to_string()))?;
+    let candidates = candidate_keys(keys, algorithm, metadata.key_id())?;
+
+    let options = verification_options(policy, client_id, now)?;
+    let mut last = Rejection::BadSignature;
+    for key in candidates {
+        match check_signature_and_claims(&key.verifier, token, options.clone()) {
+            Ok(()) => return decode_claims(token),
+            Err(rejection) => last = rejection,
+        }
+    }
+    Err(last)
+}
+
+fn candidate_keys<'k>(
+    keys: &'k ProviderKeys,
+    algorithm: Algorithm,
+    kid: Option<&str>,
+) -> Result<Vec<&'k ProviderKey>, Rejection> {
+    let same_kid = |key: &&ProviderKey| kid.is_none() || key.kid.as_deref() == kid;
+    let with_kid: Vec<&ProviderKey> = keys.keys.iter().filter(same_kid).collect();
+    if with_kid.is_empty() {
+        return Err(Rejection::UnknownKey(kid.map(str::to_string)));
+    }
+    let usable: Vec<&ProviderKey> = with_kid
+        .into_iter()
+        .filter(|key| key.algorithm == algorithm)
+        .collect();
+    match (usable.is_empty(), kid) {
+        (false, _) => Ok(usable),
+        // The kid is known but belongs to another algorithm: a refresh will
+        // not help, the token is simply not signed by that key.
+        (true, Some(_)) => Err(Rejection::BadSignature),
+        (true, None) => Err(Rejection::UnknownKey(None)),
+    }
+}
+
+fn verification_options(
+    policy: &VerifyPolicy,
+    client_id: Option<&str>,
+    now: u64,
+) -> Result<VerificationOptions, Rejection> {
+    let mut audiences: HashSet<String> = policy.audiences.iter().cloned().collect();
+    if let Some(client_id) = client_id {
+        audiences.insert(client_id.to_string());
+    }
+    if audiences.is_empty() {
+        return Err(Rejection::WrongAudience);
+    }
+    Ok(VerificationOptions {
+        allowed_issuers: Some(HashSet::from([policy.issuer.clone()])),
+        allowed_audiences: Some(audiences),
+        time_tolerance: Some(Duration::from_secs(policy.clock_skew_s)),
+        artificial_time: Some(Duration::from_secs(now)),
+        max_token_length: Some(policy.max_token_bytes),
+        ..VerificationOptions::default()
+    })
+}
+
+fn check_signature_and_claims(
+    verifier: &KeyVerifier,
+    token: &str,
+    options: VerificationOptions,
+) -> Result<(), Rejection> {
+    type Claims = JWTClaims<NoCustomClaims>;
+    let options = Some(options);
+    let result: Result<Claims, jwt_simple::Error> = match verifier {
+        KeyVerifier::Rs256(key) => key.verify_token(token, options),
+        KeyVerifier::Rs384(key) => key.verify_token(token, options),
+        KeyVerifier::Rs512(key) => key.verify_token(token, options),
+        KeyVerifier::Ps256(key) => key.verify_token(token, options),
+        KeyVerifier::Ps384(key) => key.verify_token(token, options),
+        KeyVerifier::Ps512(key) => key.verify_token(token, options),
+        KeyVerifier::Es256(key) => key.verify_token(token, options),
+        KeyVerifier::Es384(key) => key.verify_token(token, options),
+        KeyVerifier::EdDsa(key) => key.verify_token(token, options),
+    };
+    let claims = result.map_err(|err| rejection_of(&err))?;
+    // OpenID Connect requires both; jwt-simple accepts tokens without them.
+    if claims.expires_at.is_none() {
+        return Err(Rejection::MissingClaim("exp"));
+    }
+    if claims.audiences.is_none() {
+        return Err(Rejection::WrongAudience);
+    }
+    Ok(())
+}
+
+fn rejection_of(err: &jwt_simple::Error) -> Rejection {
+    let Some(err) = err.downcast_ref::<JWTError>() else {
+        return Rejection::Malformed;
+    };
+    match err {
+        JWTError::InvalidSignature | JWTError::AlgorithmMismatch => Rejection::BadSignature,
+        JWTError::TokenHasExpired => Rejection::Expired,
+        JWTError::TokenNotValidYet | JWTError::ClockDrift => Rejection::NotYetValid,
+        JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing => {
+            Rejection::WrongIssuer
+        }
+        JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing => {
+            Rejection::WrongAudience
+        }
+        JWTError::TokenTooLong => Rejection::TooLong,
+        _ => Rejection::Malformed,
+    }
+}
+
+/// The claims exactly as the provider wrote them, decoded once the
+/// signature is known to be good.
+fn decode_claims(token: &str) -> Result<VerifiedClaims, Rejection> {
+    let payload = token.split('.').nth(1).ok_or(Rejection::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| Rejection::Malformed)?;
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)?;
+    if !claims.get("sub").is_some_and(Value::is_string) {
+        return Err(Rejection::MissingClaim("sub"));
+    }
+    Ok(VerifiedClaims(claims))
+}
