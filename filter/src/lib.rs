@@ -1,1 +1,33 @@
-pub fn y() {}
+//! Rulegate as a proxy-wasm HTTP filter for Envoy.
+//!
+//! This crate is the thin adapter between Envoy and the pure logic of the
+//! `rules` crate: it reads what the host provides (configuration, headers,
+//! bodies, time, call answers), hands it over, and carries out the answer.
+//!
+//! - [`root`]: one per worker VM; loads the configuration and the signing
+//!   key, and holds what the worker's streams share.
+//! - [`stream`]: one per HTTP request on an enabled route: the token
+//!   exchange, the discovery rewrite and the merged JWKS.
+//! - [`keys`]: the provider's keys, cached and shared between workers.
+//! - [`host`]: host calls that report failure instead of panicking.
+//! - [`metrics`]: the counters Envoy shows as `wasmcustom.rulegate.*`.
+//!
+//! Logging policy: info for lifecycle (configured, with how many rules),
+//! debug for each request, warn for recoverable oddities (a JWKS fetch that
+//! failed, a token that did not verify), error for failures that change what
+//! the client receives. No log line ever holds a token, a key or a secret.
+
+pub mod host;
+pub mod keys;
+pub mod metrics;
+pub mod root;
+pub mod stream;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    let level = proxy_wasm::hostcalls::get_log_level().unwrap_or(LogLevel::Info);
+    // Also installs a panic hook that writes the panic to Envoy's log.
+    proxy_wasm::set_log_level(level);
+    proxy_wasm::set_root_context(|_| Box::new(root::Root::new()));
+}}

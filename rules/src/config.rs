@@ -716,7 +716,9 @@ mod tests {
     #[test]
     fn rules_without_namespace_are_refused() {
         let mut config = minimal();
-        config.as_object_mut().map(|c| c.remove("namespace"));
+        if let Some(config) = config.as_object_mut() {
+            config.remove("namespace");
+        }
         assert_eq!(field_of(config), "namespace");
     }
 
@@ -735,7 +737,9 @@ mod tests {
     fn duplicate_rule_names_are_refused() {
         let mut config = minimal();
         let rule = config["rules"][0].clone();
-        config["rules"].as_array_mut().map(|rules| rules.push(rule));
+        if let Some(rules) = config["rules"].as_array_mut() {
+            rules.push(rule);
+        }
         assert_eq!(field_of(config), "rules[1].name");
     }
 

@@ -16,7 +16,7 @@ use crate::error::Error;
 
 enum KeyPair {
     Es256(ES256KeyPair),
-    Rs256(RS256KeyPair),
+    Rs256(Box<RS256KeyPair>),
     EdDsa(Ed25519KeyPair),
 }
 
@@ -57,7 +57,7 @@ impl Signer {
             Algorithm::RS256 => {
                 let pair = RS256KeyPair::from_pem(pem).map_err(|_| key_error(expected))?;
                 let jwk = pair.public_key().with_key_id(kid).to_jwk();
-                (KeyPair::Rs256(pair.with_key_id(kid)), jwk)
+                (KeyPair::Rs256(Box::new(pair.with_key_id(kid))), jwk)
             }
             Algorithm::EdDSA => {
                 let pair = Ed25519KeyPair::from_pem(pem).map_err(|_| key_error(expected))?;
