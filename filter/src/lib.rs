@@ -26,8 +26,9 @@ pub mod stream;
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    let level = proxy_wasm::hostcalls::get_log_level().unwrap_or(LogLevel::Info);
-    // Also installs a panic hook that writes the panic to Envoy's log.
-    proxy_wasm::set_log_level(level);
+    // Also installs a panic hook that writes the panic to Envoy's log. The
+    // host's own level is read later (in `on_vm_start`): host calls are not
+    // allowed while the module initialises.
+    proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(root::Root::new()));
 }}

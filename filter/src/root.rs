@@ -54,6 +54,14 @@ impl Default for Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        // Debug lines are formatted only when Envoy would print them.
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
+        true
+    }
+
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let text = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
