@@ -5,6 +5,12 @@
 //! would trap the VM for every request on the worker. These wrappers go to
 //! `proxy_wasm::hostcalls` directly and turn every failure into `None` or
 //! `false`, which the callers treat as "pass through untouched".
+//!
+//! `hostcalls` itself still panics on a status outside the set the ABI
+//! documents for a call, which Envoy returns when a map does not exist in
+//! the current callback (request headers read while handling a call's
+//! answer). Read each map only in the callbacks where Envoy has it: request
+//! headers with the request, response headers with the response.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -30,6 +36,12 @@ pub fn remove_request_header(name: &str) -> bool {
 pub fn response_header(name: &str) -> Option<String> {
     let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()??;
     String::from_utf8(value).ok()
+}
+
+/// A request header as UTF-8, for values only logged or forwarded to
+/// rules (`user-agent`): invalid bytes are replaced, never trusted.
+pub fn request_header_lossy(name: &str) -> Option<String> {
+    request_header(name).map(|value| String::from_utf8_lossy(&value).into_owned())
 }
 
 /// Sets a response header; true when the host took it.
@@ -82,6 +94,58 @@ pub fn dispatch(
     timeout: Duration,
 ) -> Option<u32> {
     hostcalls::dispatch_http_call(cluster, headers, body, Vec::new(), timeout).ok()
+}
+
+/// The answer to an outbound call, read whole. Envoy reports a reset or a
+/// refused connection as an answer without headers.
+pub fn call_answer(body_size: usize) -> rules::http::Answer {
+    let headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let status = headers
+        .iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        .and_then(|value| value.parse::<u16>().ok());
+    let Some(status) = status else {
+        return rules::http::Answer::Reset;
+    };
+    let headers = headers
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(':'))
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let body = body(BufferType::HttpCallResponseBody, body_size, MAX_CALL_BODY).unwrap_or_default();
+    rules::http::Answer::Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Largest answer body read from a service; the rest is not needed to
+/// judge a call, and a hostile service must not make the VM grow.
+const MAX_CALL_BODY: usize = 256 * 1024;
+
+/// The host's wall clock, in Unix milliseconds (0 if the host will not say).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The host's wall clock, in nanoseconds, for measuring the filter's own
+/// processing time.
+pub fn now_ns() -> u128 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| elapsed.as_nanos())
+}
+
+/// A property of the stream (`source.address`), as UTF-8.
+pub fn property(path: &[&str]) -> Option<String> {
+    let value = hostcalls::get_property(path.to_vec()).ok()??;
+    String::from_utf8(value).ok()
 }
 
 /// The host's wall clock, in Unix seconds; 0 if the host will not say,

@@ -9,6 +9,7 @@
 //! - [`stream`]: one per HTTP request on an enabled route: the token
 //!   exchange, the discovery rewrite and the merged JWKS.
 //! - [`keys`]: the provider's keys, cached and shared between workers.
+//! - [`store`]: the embedded user store, on Envoy's shared data.
 //! - [`host`]: host calls that report failure instead of panicking.
 //! - [`metrics`]: the counters Envoy shows as `wasmcustom.rulegate.*`.
 //!
@@ -21,6 +22,7 @@ pub mod host;
 pub mod keys;
 pub mod metrics;
 pub mod root;
+pub mod store;
 pub mod stream;
 
 use proxy_wasm::types::LogLevel;

@@ -1,75 +1,95 @@
-//! Rulegate's counters, as Envoy stats.
+//! Rulegate's metrics, as Envoy stats.
 //!
-//! Envoy shows them under `wasmcustom.rulegate.*`. Names carry their labels
-//! (`token_response.rewritten`) because the ABI has no tags; Envoy's
-//! `stats_tags` can extract them. A counter that cannot be defined is
-//! skipped: metrics must never break a login.
+//! Envoy shows them under `wasmcustom.rulegate.*`. The ABI has no tags, so
+//! labels are part of the name (`rulegate.rule.<rule>.failed`,
+//! `rulegate.call.<service>.<outcome>`), placed so that Envoy's
+//! `stats_tags` can extract them. Ids are defined with the host on first
+//! use and cached; a metric that cannot be defined is skipped, because
+//! metrics must never break a login.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// Every counter Rulegate keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    /// A token response whose id_token gained claims and was re-signed.
-    Rewritten,
-    /// A verified token response the rules left unchanged (forwarded as is).
-    Unchanged,
-    /// A response on the token path that was not a token response
-    /// (error status, not JSON, compressed, too large): passed through.
-    PassedThrough,
-    /// A token that failed verification.
-    InvalidToken,
-    /// A token exchange answered with an error because its token failed.
-    Rejected,
-    /// A JWKS fetched and loaded.
-    JwksLoaded,
-    /// A JWKS fetch that failed (network, status, or unusable document).
-    JwksFailed,
-    /// A discovery document whose jwks_uri was rewritten.
-    DiscoveryRewritten,
-    /// A request for the merged JWKS answered.
-    JwksServed,
-}
-
-const ALL: [(Counter, &str); 9] = [
-    (Counter::Rewritten, "rulegate.token_response.rewritten"),
-    (Counter::Unchanged, "rulegate.token_response.unchanged"),
-    (
-        Counter::PassedThrough,
-        "rulegate.token_response.passed_through",
-    ),
-    (Counter::InvalidToken, "rulegate.token.invalid"),
-    (Counter::Rejected, "rulegate.token_response.rejected"),
-    (Counter::JwksLoaded, "rulegate.jwks.loaded"),
-    (Counter::JwksFailed, "rulegate.jwks.failed"),
-    (Counter::DiscoveryRewritten, "rulegate.discovery.rewritten"),
-    (Counter::JwksServed, "rulegate.jwks.served"),
-];
-
-/// The host's ids of the counters, defined once per VM.
+/// The host's metric ids, by name, for one VM.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    ids: Vec<(Counter, u32)>,
+    ids: RefCell<HashMap<String, u32>>,
 }
 
 impl Metrics {
-    /// Defines every counter with the host.
-    pub fn define() -> Metrics {
-        let ids = ALL
-            .iter()
-            .filter_map(|(counter, name)| {
-                let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-                Some((*counter, id))
-            })
-            .collect();
-        Metrics { ids }
+    pub fn new() -> Metrics {
+        Metrics::default()
     }
 
-    /// Adds one to `counter`.
-    pub fn count(&self, counter: Counter) {
-        if let Some((_, id)) = self.ids.iter().find(|(c, _)| *c == counter) {
-            let _ = hostcalls::increment_metric(*id, 1);
+    /// Adds one to the counter `name`.
+    pub fn count(&self, name: &str) {
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, 1);
         }
+    }
+
+    /// Sets the gauge `name`.
+    pub fn gauge(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Records one value of the histogram `name`.
+    pub fn record(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.ids.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    }
+}
+
+/// Metric names, in one place so that the README's table can be checked
+/// against them.
+pub mod name {
+    pub const REWRITTEN: &str = "rulegate.token_response.rewritten";
+    pub const UNCHANGED: &str = "rulegate.token_response.unchanged";
+    pub const PASSED_THROUGH: &str = "rulegate.token_response.passed_through";
+    pub const REJECTED: &str = "rulegate.token_response.rejected";
+    pub const DENIED: &str = "rulegate.token_response.denied";
+    pub const INVALID_TOKEN: &str = "rulegate.token.invalid";
+    pub const JWKS_LOADED: &str = "rulegate.jwks.loaded";
+    pub const JWKS_FAILED: &str = "rulegate.jwks.failed";
+    pub const JWKS_SERVED: &str = "rulegate.jwks.served";
+    pub const DISCOVERY_REWRITTEN: &str = "rulegate.discovery.rewritten";
+    pub const FIRST_LOGINS: &str = "rulegate.logins.first";
+    pub const STORE_FAILED: &str = "rulegate.store.failed";
+    pub const RETRIES: &str = "rulegate.delivery.retries";
+    pub const DROPS: &str = "rulegate.delivery.drops";
+    pub const OUTBOX_DEPTH: &str = "rulegate.outbox.depth";
+    /// In-filter time of a token exchange, in microseconds, waiting for
+    /// calls and keys excluded.
+    pub const PROCESSING_US: &str = "rulegate.token_exchange.processing_us";
+
+    /// Token exchanges by protocol.
+    pub fn protocol(protocol: &str) -> String {
+        format!("rulegate.logins.protocol.{protocol}")
+    }
+
+    /// Rules by outcome: `ran`, `skipped`, `failed`.
+    pub fn rule(rule: &str, outcome: &str) -> String {
+        format!("rulegate.rule.{rule}.{outcome}")
+    }
+
+    /// Outbound calls by service and outcome: `success`, `retry`,
+    /// `failed`, `dropped`.
+    pub fn call(service: &str, outcome: &str) -> String {
+        format!("rulegate.call.{service}.{outcome}")
     }
 }

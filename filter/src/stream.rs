@@ -4,9 +4,9 @@
 //!
 //! - `POST` to the token path: the request's grant and client are read (the
 //!   request itself is forwarded unchanged); the response is held, its
-//!   id_token verified, the rules run, and the token re-signed when it
-//!   gained claims. Anything that is not a successful JSON token response
-//!   passes through as it came.
+//!   id_token verified, the user's record loaded (and the login counted),
+//!   the rules run, and the token re-signed when it gained claims. Anything
+//!   that is not a successful JSON token response passes through as it came.
 //! - `GET` of the discovery document: `jwks_uri` is pointed at Rulegate's
 //!   merged key set.
 //! - `GET` of the merged key set: answered here, with the provider's keys
@@ -20,15 +20,20 @@ use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
+use rules::claims::VerifiedClaims;
+use rules::config::InvalidTokenPolicy;
 use rules::discovery::{merged_jwks, rewrite_discovery};
-use rules::engine;
+use rules::event::{client_ip, LoginEvent, LoginInfo, Protocol};
 use rules::exchange::{TokenRequest, TokenResponse};
+use rules::http::Request;
+use rules::pipeline::{Next, Outcome, Pipeline, RuleResult};
+use rules::record::{self, RecordChange};
 use rules::verify::verify;
 use rules::{Error, Rejection};
 use serde_json::json;
 
 use crate::host;
-use crate::metrics::Counter;
+use crate::metrics::name;
 use crate::root::{Plugin, Worker};
 
 /// Largest token request body read for its grant type and client id.
@@ -52,31 +57,44 @@ enum Decision {
 enum Route {
     /// Nothing Rulegate acts on.
     Other,
-    Token(Exchange),
+    Token(Box<Exchange>),
     Discovery {
         hold: bool,
     },
     Jwks,
 }
 
+/// What a token exchange is waiting for.
+enum Waiting {
+    Nothing,
+    /// The provider's keys, to verify this response.
+    Keys(TokenResponse),
+    /// An awaited call of a rule.
+    Rule(TokenResponse, Box<Pipeline>),
+}
+
 /// A token exchange in progress.
-#[derive(Default)]
 struct Exchange {
     authorization: Option<Vec<u8>>,
+    /// Read with the request headers: later callbacks cannot see them.
+    user_agent: Option<String>,
+    forwarded_for: Option<String>,
+    downstream: Option<String>,
     request: TokenRequest,
     /// The response is not Rulegate's to change.
     pass: bool,
     /// Size of the buffered response body.
     body_size: usize,
-    /// The parsed response, while keys are being fetched.
-    waiting: Option<TokenResponse>,
+    waiting: Waiting,
+    /// Time spent in the filter so far, calls and key fetches excluded.
+    busy_ns: u128,
 }
 
 pub struct Stream {
     id: u32,
     state: Option<(Rc<Worker>, Rc<Plugin>)>,
     route: Route,
-    /// The JWKS fetch this stream waits for.
+    /// The call this stream waits for.
     pending_call: Option<u32>,
 }
 
@@ -100,27 +118,41 @@ impl Stream {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let config = &plugin.config;
         match method.as_str() {
-            "POST" if path == config.token_path => Route::Token(Exchange {
+            "POST" if path == config.token_path => Route::Token(Box::new(Exchange {
                 authorization: host::request_header("authorization"),
-                ..Exchange::default()
-            }),
+                user_agent: host::request_header_lossy("user-agent"),
+                forwarded_for: host::request_header_lossy(&config.client_ip.forwarded_header),
+                downstream: host::property(&["source", "address"]),
+                request: TokenRequest::default(),
+                pass: false,
+                body_size: 0,
+                waiting: Waiting::Nothing,
+                busy_ns: 0,
+            })),
             "GET" if path == config.discovery_path => Route::Discovery { hold: false },
             "GET" | "HEAD" if path == config.jwks_path => Route::Jwks,
             _ => Route::Other,
         }
     }
 
+    fn exchange(&mut self) -> Option<&mut Exchange> {
+        match &mut self.route {
+            Route::Token(exchange) => Some(exchange),
+            _ => None,
+        }
+    }
+
     /// Reads the token request's form body once it is complete.
     fn read_token_request(&mut self, body_size: usize) {
-        let Route::Token(exchange) = &mut self.route else {
+        let id = self.id;
+        let Some(exchange) = self.exchange() else {
             return;
         };
         let body = host::body(BufferType::HttpRequestBody, body_size, MAX_FORM_BYTES);
         let body = body.unwrap_or_default();
         exchange.request = TokenRequest::parse(&body, exchange.authorization.as_deref());
         log::debug!(
-            "{}: token request grant={:?} client={:?}",
-            self.id,
+            "{id}: token request grant={:?} client={:?}",
             exchange.request.grant_type,
             exchange.request.client_id
         );
@@ -134,15 +166,8 @@ impl Stream {
         plugin: &Plugin,
         body_size: usize,
     ) -> Decision {
-        let Route::Token(exchange) = &mut self.route else {
-            return Decision::Forward;
-        };
-        exchange.body_size = body_size;
-        let body = host::body(
-            BufferType::HttpResponseBody,
-            body_size,
-            plugin.config.max_response_bytes,
-        );
+        let limit = plugin.config.max_response_bytes;
+        let body = host::body(BufferType::HttpResponseBody, body_size, limit);
         let parsed = body
             .ok_or(Error::NotTokenResponse("body too large"))
             .and_then(|body| TokenResponse::parse(&body));
@@ -150,20 +175,22 @@ impl Stream {
             Ok(response) => response,
             Err(err) => {
                 log::debug!("{}: passing through: {err}", self.id);
-                worker.metrics.count(Counter::PassedThrough);
+                worker.metrics.count(name::PASSED_THROUGH);
                 return Decision::Forward;
             }
         };
+        if let Some(exchange) = self.exchange() {
+            exchange.body_size = body_size;
+        }
 
         let now = host::now_unix();
         if worker.keys.borrow_mut().needs_fetch(&plugin.config, now) {
-            exchange.waiting = Some(response);
-            return self.fetch_keys(worker, plugin, now);
+            return self.fetch_keys(worker, plugin, Waiting::Keys(response), now);
         }
-        self.verify_and_apply(worker, plugin, response, now, true)
+        self.verify_and_run(worker, plugin, response, now, true)
     }
 
-    fn verify_and_apply(
+    fn verify_and_run(
         &mut self,
         worker: &Worker,
         plugin: &Plugin,
@@ -171,14 +198,17 @@ impl Stream {
         now: u64,
         may_refresh: bool,
     ) -> Decision {
-        let Route::Token(exchange) = &mut self.route else {
-            return Decision::Forward;
-        };
         let config = &plugin.config;
         let keys = worker.keys.borrow_mut().current(config);
-        let client_id = exchange.request.client_id.as_deref();
-        let claims = match verify(&keys, &config.verify, response.id_token(), client_id, now) {
-            Ok(claims) => claims,
+        let client_id = self.exchange().and_then(|e| e.request.client_id.clone());
+        match verify(
+            &keys,
+            &config.verify,
+            response.id_token(),
+            client_id.as_deref(),
+            now,
+        ) {
+            Ok(claims) => self.run_rules(worker, plugin, response, claims),
             Err(Rejection::UnknownKey(kid))
                 if may_refresh && worker.keys.borrow().may_refresh(config, now) =>
             {
@@ -186,55 +216,232 @@ impl Stream {
                     "{}: unknown key {kid:?}, refreshing the provider's keys",
                     self.id
                 );
-                exchange.waiting = Some(response);
-                return self.fetch_keys(worker, plugin, now);
+                self.fetch_keys(worker, plugin, Waiting::Keys(response), now)
             }
-            Err(rejection) => return self.refuse(worker, plugin, &Error::InvalidToken(rejection)),
-        };
+            Err(rejection) => self.refuse(worker, plugin, &Error::InvalidToken(rejection)),
+        }
+    }
 
-        let outcome = engine::evaluate(&config.rules, &claims);
-        if !outcome.changes_token() {
+    /// Loads the user's record (counting an interactive login), builds the
+    /// login event and starts the pipeline.
+    fn run_rules(
+        &mut self,
+        worker: &Worker,
+        plugin: &Plugin,
+        response: TokenResponse,
+        claims: VerifiedClaims,
+    ) -> Decision {
+        let config = &plugin.config;
+        let request = self
+            .exchange()
+            .map(|e| e.request.clone())
+            .unwrap_or_default();
+        let protocol = Protocol::from_grant_type(request.grant_type.as_deref());
+        worker
+            .metrics
+            .count(&name::protocol(protocol.metric_label()));
+
+        let change = RecordChange {
+            count_login: protocol.is_interactive_login(),
+            ..RecordChange::default()
+        };
+        let record =
+            record::update(&worker.store, claims.subject(), &change).unwrap_or_else(|err| {
+                log::error!(
+                    "{}: {err}; running the rules without the user's record",
+                    self.id
+                );
+                worker.metrics.count(name::STORE_FAILED);
+                record::UserRecord::default()
+            });
+
+        let info = self.login_info(plugin, protocol, request.client_id, &claims);
+        let event = LoginEvent::new(&claims, &record, &info);
+        if event.is_first_login() {
+            worker.metrics.count(name::FIRST_LOGINS);
+        }
+        let pipeline = Pipeline::new(config, event, claims.clone(), host::now_ms());
+        self.drive(worker, plugin, response, Box::new(pipeline), claims)
+    }
+
+    fn login_info(
+        &mut self,
+        plugin: &Plugin,
+        protocol: Protocol,
+        client_id: Option<String>,
+        claims: &VerifiedClaims,
+    ) -> LoginInfo {
+        let config = &plugin.config;
+        let (downstream, forwarded, user_agent) = match self.exchange() {
+            Some(e) => (
+                e.downstream.take(),
+                e.forwarded_for.take(),
+                e.user_agent.take(),
+            ),
+            None => (None, None, None),
+        };
+        let connection = config
+            .connection
+            .claim
+            .as_deref()
+            .and_then(|claim| claims.get(claim))
+            .and_then(|value| value.as_str())
+            .unwrap_or(&config.connection.default)
+            .to_string();
+        let client_name = client_id
+            .as_ref()
+            .and_then(|id| config.clients.get(id))
+            .cloned();
+        LoginInfo {
+            protocol,
+            client_name,
+            client_id,
+            ip: client_ip(
+                downstream.as_deref(),
+                forwarded.as_deref(),
+                config.client_ip.trusted_hops,
+            ),
+            user_agent,
+            connection,
+        }
+    }
+
+    /// Runs rules until one needs a call (sent from this stream, which
+    /// waits) or all have run.
+    fn drive(
+        &mut self,
+        worker: &Worker,
+        plugin: &Plugin,
+        response: TokenResponse,
+        mut pipeline: Box<Pipeline>,
+        claims: VerifiedClaims,
+    ) -> Decision {
+        match pipeline.next(&plugin.config, host::now_ms()) {
+            Next::Call(request) => match self.dispatch(&request) {
+                Some(token) => {
+                    self.pending_call = Some(token);
+                    if let Some(exchange) = self.exchange() {
+                        exchange.waiting = Waiting::Rule(response, pipeline);
+                    }
+                    Decision::Wait
+                }
+                None => {
+                    let reason = format!(
+                        "Envoy refused the call (is cluster {} defined?)",
+                        request.cluster
+                    );
+                    pipeline.resume(&plugin.config, &rules::http::Answer::NotSent(reason));
+                    self.drive(worker, plugin, response, pipeline, claims)
+                }
+            },
+            Next::Done => {
+                let outcome = pipeline.finish(&plugin.config);
+                self.apply(worker, plugin, response, &claims, outcome)
+            }
+        }
+    }
+
+    fn dispatch(&self, request: &Request) -> Option<u32> {
+        let mut headers = vec![
+            (":method", request.method),
+            (":path", request.path.as_str()),
+            (":authority", request.authority.as_str()),
+        ];
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let timeout = Duration::from_millis(request.timeout_ms);
+        log::debug!("{}: awaited call: {}", self.id, request.target);
+        host::dispatch(&request.cluster, headers, Some(&request.body), timeout)
+    }
+
+    /// Carries out what the rules decided.
+    fn apply(
+        &mut self,
+        worker: &Worker,
+        plugin: &Plugin,
+        response: TokenResponse,
+        claims: &VerifiedClaims,
+        outcome: Outcome,
+    ) -> Decision {
+        self.report_rules(worker, &outcome);
+        if !outcome.record.is_empty() {
+            if let Err(err) = record::update(&worker.store, claims.subject(), &outcome.record) {
+                log::error!("{}: failed to save the user's record: {err}", self.id);
+                worker.metrics.count(name::STORE_FAILED);
+            }
+        }
+        worker.enqueue(outcome.jobs, host::now_ms());
+
+        if let Some(reason) = outcome.deny {
+            log::info!("{}: login denied: {reason}", self.id);
+            worker.metrics.count(name::DENIED);
+            let body = json!({"error": "access_denied", "error_description": reason});
+            return Decision::Reply {
+                status: 403,
+                body: body.to_string().into_bytes(),
+                cache: false,
+            };
+        }
+        if outcome.id_token_claims.is_empty() {
             log::debug!("{}: token verified, no rule changed it", self.id);
-            worker.metrics.count(Counter::Unchanged);
+            worker.metrics.count(name::UNCHANGED);
             return Decision::Forward;
         }
-        let token = match plugin.signer.resign(&claims, &outcome.id_token_claims) {
+        let token = match plugin.signer.resign(claims, &outcome.id_token_claims) {
             Ok(token) => token,
             Err(err) => return self.refuse(worker, plugin, &err),
         };
+        let body_size = self.exchange().map_or(0, |e| e.body_size);
         let body = response.with_id_token(token);
-        if !host::replace_response_body(exchange.body_size, &body)
+        if !host::replace_response_body(body_size, &body)
             || !host::set_response_header("content-length", &body.len().to_string())
         {
-            return self.refuse(
-                worker,
-                plugin,
-                &Error::Signing("the host refused the new body".into()),
-            );
+            let err = Error::Signing("the host refused the new body".into());
+            return self.refuse(worker, plugin, &err);
         }
         log::debug!(
-            "{}: id_token re-signed with {} claims from rules {:?}",
+            "{}: id_token re-signed with {} added claims",
             self.id,
-            outcome.id_token_claims.len(),
-            outcome.applied
+            outcome.id_token_claims.len()
         );
-        worker.metrics.count(Counter::Rewritten);
+        worker.metrics.count(name::REWRITTEN);
         Decision::Forward
+    }
+
+    fn report_rules(&self, worker: &Worker, outcome: &Outcome) {
+        for report in &outcome.reports {
+            let label = match &report.result {
+                RuleResult::Ran => "ran",
+                RuleResult::Skipped(why) => {
+                    log::debug!("{}: rule {} skipped: {why}", self.id, report.rule);
+                    "skipped"
+                }
+                RuleResult::Failed(why) => {
+                    log::warn!("{}: rule {} failed: {why}", self.id, report.rule);
+                    "failed"
+                }
+            };
+            worker.metrics.count(&name::rule(&report.rule, label));
+        }
     }
 
     /// A token could not be trusted or rewritten: answer per the
     /// `on_invalid_token` policy.
     fn refuse(&self, worker: &Worker, plugin: &Plugin, err: &Error) -> Decision {
-        worker.metrics.count(Counter::InvalidToken);
+        worker.metrics.count(name::INVALID_TOKEN);
         match plugin.config.on_invalid_token {
-            rules::config::InvalidTokenPolicy::Pass => {
+            InvalidTokenPolicy::Pass => {
                 log::warn!("{}: {err}; passing the response through untouched", self.id);
-                worker.metrics.count(Counter::PassedThrough);
+                worker.metrics.count(name::PASSED_THROUGH);
                 Decision::Forward
             }
-            rules::config::InvalidTokenPolicy::Reject => {
+            InvalidTokenPolicy::Reject => {
                 log::warn!("{}: {err}; answering server_error", self.id);
-                worker.metrics.count(Counter::Rejected);
+                worker.metrics.count(name::REJECTED);
                 let body = json!({
                     "error": "server_error",
                     "error_description": "the identity provider's token could not be verified",
@@ -248,7 +455,13 @@ impl Stream {
         }
     }
 
-    fn fetch_keys(&mut self, worker: &Worker, plugin: &Plugin, now: u64) -> Decision {
+    fn fetch_keys(
+        &mut self,
+        worker: &Worker,
+        plugin: &Plugin,
+        waiting: Waiting,
+        now: u64,
+    ) -> Decision {
         let provider = &plugin.config.provider;
         worker.keys.borrow_mut().attempting(now);
         let headers = vec![
@@ -258,6 +471,9 @@ impl Stream {
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_millis(provider.timeout_ms);
+        if let Some(exchange) = self.exchange() {
+            exchange.waiting = waiting;
+        }
         match host::dispatch(&provider.cluster, headers, None, timeout) {
             Some(token) => {
                 self.pending_call = Some(token);
@@ -269,7 +485,7 @@ impl Stream {
                     self.id,
                     provider.cluster
                 );
-                worker.metrics.count(Counter::JwksFailed);
+                worker.metrics.count(name::JWKS_FAILED);
                 self.after_keys(worker, plugin, host::now_unix())
             }
         }
@@ -278,38 +494,56 @@ impl Stream {
     /// Continues whatever waited for the provider's keys.
     fn after_keys(&mut self, worker: &Worker, plugin: &Plugin, now: u64) -> Decision {
         match &mut self.route {
-            Route::Token(exchange) => match exchange.waiting.take() {
-                Some(response) => self.verify_and_apply(worker, plugin, response, now, false),
-                None => Decision::Forward,
-            },
+            Route::Token(exchange) => {
+                match std::mem::replace(&mut exchange.waiting, Waiting::Nothing) {
+                    Waiting::Keys(response) => {
+                        self.verify_and_run(worker, plugin, response, now, false)
+                    }
+                    _ => Decision::Forward,
+                }
+            }
             Route::Jwks => self.serve_jwks(worker, plugin),
             _ => Decision::Forward,
         }
     }
 
+    /// Hands an awaited call's answer to the pipeline and goes on.
+    fn after_rule_call(&mut self, worker: &Worker, plugin: &Plugin, body_size: usize) -> Decision {
+        let Some(exchange) = self.exchange() else {
+            return Decision::Forward;
+        };
+        let Waiting::Rule(response, mut pipeline) =
+            std::mem::replace(&mut exchange.waiting, Waiting::Nothing)
+        else {
+            return Decision::Forward;
+        };
+        let answer = host::call_answer(body_size);
+        pipeline.resume(&plugin.config, &answer);
+        let claims = pipeline.claims().clone();
+        self.drive(worker, plugin, response, pipeline, claims)
+    }
+
     fn load_keys(&self, worker: &Worker, plugin: &Plugin, body_size: usize) {
-        let status = host::call_response_header(":status");
         let now = host::now_unix();
-        let body = host::body(
-            BufferType::HttpCallResponseBody,
-            body_size,
-            rules::verify::MAX_JWKS_BYTES,
-        );
-        let loaded = match (status.as_deref(), body) {
-            (Some("200"), Some(body)) => worker.keys.borrow_mut().load(&plugin.config, &body, now),
-            (Some(status), _) => Err(Error::Jwks(format!("provider answered status {status}"))),
-            (None, _) => Err(Error::Jwks("no answer (connection failed or reset)".into())),
+        let answer = host::call_answer(body_size);
+        let loaded = match answer.code() {
+            Some(200) => worker
+                .keys
+                .borrow_mut()
+                .load(&plugin.config, answer.body(), now),
+            Some(status) => Err(Error::Jwks(format!("provider answered status {status}"))),
+            None => Err(Error::Jwks("no answer (connection failed or reset)".into())),
         };
         match loaded {
             Ok(count) => {
                 log::info!("loaded {count} provider keys");
-                worker.metrics.count(Counter::JwksLoaded);
+                worker.metrics.count(name::JWKS_LOADED);
             }
             Err(err) => {
                 log::warn!(
                     "failed to refresh the provider's keys, keeping the last good ones: {err}"
                 );
-                worker.metrics.count(Counter::JwksFailed);
+                worker.metrics.count(name::JWKS_FAILED);
             }
         }
     }
@@ -318,7 +552,7 @@ impl Stream {
         let now = host::now_unix();
         if self.pending_call.is_none() && worker.keys.borrow_mut().needs_fetch(&plugin.config, now)
         {
-            return self.fetch_keys(worker, plugin, now);
+            return self.fetch_keys(worker, plugin, Waiting::Nothing, now);
         }
         let keys = worker.keys.borrow_mut().current(&plugin.config);
         if keys.is_empty() {
@@ -331,7 +565,7 @@ impl Stream {
                 cache: false,
             };
         }
-        worker.metrics.count(Counter::JwksServed);
+        worker.metrics.count(name::JWKS_SERVED);
         Decision::Reply {
             status: 200,
             body: merged_jwks(&keys, plugin.signer.public_jwk()),
@@ -340,11 +574,8 @@ impl Stream {
     }
 
     fn rewrite_discovery(&self, worker: &Worker, plugin: &Plugin, body_size: usize) {
-        let Some(body) = host::body(
-            BufferType::HttpResponseBody,
-            body_size,
-            plugin.config.max_response_bytes,
-        ) else {
+        let limit = plugin.config.max_response_bytes;
+        let Some(body) = host::body(BufferType::HttpResponseBody, body_size, limit) else {
             return;
         };
         match rewrite_discovery(&body, &plugin.config.jwks_uri) {
@@ -352,15 +583,23 @@ impl Stream {
                 if host::replace_response_body(body_size, &document)
                     && host::set_response_header("content-length", &document.len().to_string())
                 {
-                    worker.metrics.count(Counter::DiscoveryRewritten);
+                    worker.metrics.count(name::DISCOVERY_REWRITTEN);
                 }
             }
             Err(err) => log::warn!("{}: discovery document left as is: {err}", self.id),
         }
     }
 
-    /// Turns a decision into what Envoy does with the stream.
-    fn respond(&self, decision: Decision) -> Action {
+    /// Turns a decision into what Envoy does with the stream, and records
+    /// the time the filter spent once the exchange is decided.
+    fn respond(&mut self, worker: &Worker, decision: Decision, started_ns: u128) -> Action {
+        if let Some(exchange) = self.exchange() {
+            exchange.busy_ns += host::now_ns().saturating_sub(started_ns);
+            if !matches!(decision, Decision::Wait) {
+                let micros = (exchange.busy_ns / 1000) as u64;
+                worker.metrics.record(name::PROCESSING_US, micros);
+            }
+        }
         match decision {
             Decision::Forward => Action::Continue,
             Decision::Wait => Action::Pause,
@@ -414,16 +653,24 @@ impl Context for Stream {
         if self.pending_call != Some(token) {
             return;
         }
+        self.pending_call = None;
         let Some((worker, plugin)) = self.shared() else {
             return;
         };
-        self.load_keys(&worker, &plugin, body_size);
-        self.pending_call = None;
-        let decision = self.after_keys(&worker, &plugin, host::now_unix());
+        let started = host::now_ns();
+        let waiting_for_rule = matches!(
+            &self.route,
+            Route::Token(exchange) if matches!(exchange.waiting, Waiting::Rule(..))
+        );
+        let decision = if waiting_for_rule {
+            self.after_rule_call(&worker, &plugin, body_size)
+        } else {
+            self.load_keys(&worker, &plugin, body_size);
+            self.after_keys(&worker, &plugin, host::now_unix())
+        };
         let is_token = matches!(self.route, Route::Token(_));
-        match self.respond(decision) {
-            Action::Continue if is_token => host::resume_response(),
-            _ => {}
+        if let (Action::Continue, true) = (self.respond(&worker, decision, started), is_token) {
+            host::resume_response();
         }
     }
 }
@@ -446,7 +693,7 @@ impl HttpContext for Stream {
             }
             Route::Jwks => {
                 let decision = self.serve_jwks(&worker, &plugin);
-                self.respond(decision)
+                self.respond(&worker, decision, 0)
             }
             _ => Action::Continue,
         }
@@ -472,7 +719,7 @@ impl HttpContext for Stream {
             Route::Token(exchange) => {
                 exchange.pass = !readable;
                 if exchange.pass {
-                    worker.metrics.count(Counter::PassedThrough);
+                    worker.metrics.count(name::PASSED_THROUGH);
                     return Action::Continue;
                 }
                 Action::Pause
@@ -498,14 +745,15 @@ impl HttpContext for Stream {
             Route::Token(exchange) if !exchange.pass => {
                 if too_large {
                     exchange.pass = true;
-                    worker.metrics.count(Counter::PassedThrough);
+                    worker.metrics.count(name::PASSED_THROUGH);
                     return Action::Continue;
                 }
                 if !end_of_stream {
                     return Action::Pause;
                 }
+                let started = host::now_ns();
                 let decision = self.on_token_response(&worker, &plugin, body_size);
-                self.respond(decision)
+                self.respond(&worker, decision, started)
             }
             Route::Discovery { hold: true } => {
                 if too_large {

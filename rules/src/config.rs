@@ -12,7 +12,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::claims::RESERVED_CLAIMS;
+use crate::delivery::Policy;
 use crate::error::Error;
+use crate::steps::slack::SlackAlert;
+use crate::steps::{Builtin, OnError};
 
 /// Largest configuration accepted, in bytes. A configuration is a few
 /// kilobytes; anything near this is a mistake (a key pasted in, a loop in a
@@ -122,18 +125,24 @@ pub struct Signing {
     pub private_key_env: String,
 }
 
-/// One configured rule.
+/// One step of the pipeline, as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
-    pub action: Action,
+    /// A disabled rule is skipped and reported as such.
+    pub enabled: bool,
+    /// What a failure of the rule does to the login.
+    pub on_error: OnError,
+    pub step: Step,
 }
 
 /// What a rule does.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub enum Step {
     /// Add `claim` (the full, namespaced name) to the id_token.
     SetClaim { claim: String, value: ClaimValue },
+    /// One of the built-in integrations.
+    Builtin(Builtin),
 }
 
 /// Where the value of a claim comes from.
@@ -166,6 +175,39 @@ pub struct Config {
     pub max_response_bytes: usize,
     pub signing: Signing,
     pub rules: Vec<Rule>,
+    /// Display names of clients, by client id.
+    pub clients: std::collections::BTreeMap<String, String>,
+    pub client_ip: ClientIp,
+    pub connection: Connection,
+    /// Time all awaited calls of one login may take together.
+    pub call_budget_ms: u64,
+    pub delivery: Policy,
+    /// Where step failures are reported, if anywhere.
+    pub alerts: Option<SlackAlert>,
+}
+
+/// Where the client's address comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIp {
+    /// Header that trusted proxies append the client's address to.
+    #[serde(default = "default_forwarded_header")]
+    pub forwarded_header: String,
+    /// Proxies in front of Envoy that append to it; 0 uses the downstream
+    /// peer and ignores the header (anyone can send one).
+    #[serde(default)]
+    pub trusted_hops: u32,
+}
+
+/// Where `context.connection` comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// A claim of the id_token naming the upstream login (e.g. `idp`).
+    pub claim: Option<String>,
+    /// The value when the claim is absent or not configured.
+    #[serde(default = "default_connection")]
+    pub default: String,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +243,55 @@ struct RawConfig {
     signing: RawSigning,
     #[serde(default)]
     rules: Vec<Value>,
+    #[serde(default)]
+    clients: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_client_ip")]
+    client_ip: ClientIp,
+    #[serde(default = "default_connection_config")]
+    connection: Connection,
+    #[serde(default = "default_call_budget_ms")]
+    call_budget_ms: u64,
+    #[serde(default)]
+    delivery: RawDelivery,
+    alerts: Option<Value>,
+    #[serde(default)]
+    user_store: RawUserStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_max_age_s")]
+    max_age_s: u64,
+    #[serde(default = "default_initial_backoff_ms")]
+    initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    max_backoff_ms: u64,
+    #[serde(default = "default_outbox_size")]
+    outbox_size: usize,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            max_attempts: default_max_attempts(),
+            max_age_s: default_max_age_s(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            outbox_size: default_outbox_size(),
+        }
+    }
+}
+
+/// Only the embedded store exists today; the field is there so that a
+/// configuration naming another store is refused rather than ignored.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+enum RawUserStore {
+    #[default]
+    Embedded,
 }
 
 #[derive(Deserialize)]
@@ -238,9 +329,6 @@ impl Default for RawSigning {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSetClaim {
-    name: String,
-    #[serde(rename = "type")]
-    _type: String,
     claim: String,
     value: Option<Value>,
     from_claim: Option<String>,
@@ -296,15 +384,53 @@ fn default_key_id() -> String {
 fn default_private_key_env() -> String {
     "RULEGATE_SIGNING_KEY".into()
 }
+fn default_forwarded_header() -> String {
+    "x-forwarded-for".into()
+}
+fn default_client_ip() -> ClientIp {
+    ClientIp {
+        forwarded_header: default_forwarded_header(),
+        trusted_hops: 0,
+    }
+}
+fn default_connection() -> String {
+    "oidc".into()
+}
+fn default_connection_config() -> Connection {
+    Connection {
+        claim: None,
+        default: default_connection(),
+    }
+}
+fn default_call_budget_ms() -> u64 {
+    3_000
+}
+fn default_max_attempts() -> u32 {
+    Policy::default().max_attempts
+}
+fn default_max_age_s() -> u64 {
+    Policy::default().max_age_ms / 1000
+}
+fn default_initial_backoff_ms() -> u64 {
+    Policy::default().initial_backoff_ms
+}
+fn default_max_backoff_ms() -> u64 {
+    Policy::default().max_backoff_ms
+}
+fn default_outbox_size() -> usize {
+    Policy::default().capacity
+}
 
 /// Algorithms Rulegate can sign rewritten tokens with.
 const SIGNING_ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
 
 impl Config {
-    /// Parses and validates the plugin configuration.
+    /// Parses and validates the plugin configuration. Secrets named by the
+    /// configuration are read through `env` (the VM's environment in the
+    /// filter).
     ///
     /// The first problem found is returned; the error names its field.
-    pub fn from_json(text: &[u8]) -> Result<Config, Error> {
+    pub fn from_json(text: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(Error::config(
                 "(configuration)",
@@ -344,7 +470,25 @@ impl Config {
             raw.max_token_bytes,
         )?;
         let signing = validate_signing(raw.signing)?;
-        let rules = validate_rules(raw.rules, raw.namespace.as_deref())?;
+        let rules = validate_rules(raw.rules, raw.namespace.as_deref(), env)?;
+        let alerts = match raw.alerts {
+            Some(alerts) => Some(validate_alerts(alerts, env)?),
+            None => None,
+        };
+        let delivery = validate_delivery(&raw.delivery)?;
+        if raw.call_budget_ms == 0 || raw.call_budget_ms > 60_000 {
+            return Err(Error::config(
+                "call_budget_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if raw.client_ip.forwarded_header.is_empty() {
+            return Err(Error::config(
+                "client_ip.forwarded_header",
+                "must name a header",
+            ));
+        }
+        let RawUserStore::Embedded = raw.user_store;
         if raw.jwks_max_age_s == 0 {
             return Err(Error::config("jwks_max_age_s", "must be at least 1"));
         }
@@ -365,7 +509,67 @@ impl Config {
             max_response_bytes: raw.max_response_bytes,
             signing,
             rules,
+            clients: raw.clients,
+            client_ip: ClientIp {
+                forwarded_header: raw.client_ip.forwarded_header.to_ascii_lowercase(),
+                trusted_hops: raw.client_ip.trusted_hops,
+            },
+            connection: raw.connection,
+            call_budget_ms: raw.call_budget_ms,
+            delivery,
+            alerts,
         })
+    }
+}
+
+fn validate_delivery(raw: &RawDelivery) -> Result<Policy, Error> {
+    if raw.max_attempts == 0 || raw.max_attempts > 100 {
+        return Err(Error::config(
+            "delivery.max_attempts",
+            "must be between 1 and 100",
+        ));
+    }
+    if raw.max_age_s == 0 || raw.max_age_s > 86_400 {
+        return Err(Error::config(
+            "delivery.max_age_s",
+            "must be between 1 and 86400",
+        ));
+    }
+    if raw.initial_backoff_ms == 0 || raw.initial_backoff_ms > raw.max_backoff_ms {
+        return Err(Error::config(
+            "delivery.initial_backoff_ms",
+            "must be at least 1 and at most delivery.max_backoff_ms",
+        ));
+    }
+    if raw.outbox_size == 0 || raw.outbox_size > 1_000_000 {
+        return Err(Error::config(
+            "delivery.outbox_size",
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(Policy {
+        max_attempts: raw.max_attempts,
+        max_age_ms: raw.max_age_s * 1000,
+        initial_backoff_ms: raw.initial_backoff_ms,
+        max_backoff_ms: raw.max_backoff_ms,
+        capacity: raw.outbox_size,
+    })
+}
+
+fn validate_alerts(
+    value: Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SlackAlert, Error> {
+    match value.get("type").and_then(Value::as_str) {
+        Some("slack_alert") => SlackAlert::parse("alerts", value, env),
+        Some(other) => Err(Error::config(
+            "alerts.type",
+            format!("unknown alert type {other:?}; known: slack_alert"),
+        )),
+        None => Err(Error::config(
+            "alerts.type",
+            "is required (\"slack_alert\")",
+        )),
     }
 }
 
@@ -459,49 +663,100 @@ fn validate_signing(raw: RawSigning) -> Result<Signing, Error> {
     })
 }
 
-fn validate_rules(raw: Vec<Value>, namespace: Option<&str>) -> Result<Vec<Rule>, Error> {
-    let mut rules = Vec::with_capacity(raw.len());
+/// Fields every rule has, whatever its type.
+#[derive(Deserialize)]
+struct RawRuleHead {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "default_enabled")]
+    enabled: bool,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+fn default_on_error() -> OnError {
+    OnError::Continue
+}
+
+fn validate_rules(
+    raw: Vec<Value>,
+    namespace: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Rule>, Error> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     for (index, value) in raw.into_iter().enumerate() {
         let at = format!("rules[{index}]");
-        let kind = value
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let rule = match kind {
-            "set_claim" => validate_set_claim(&at, value, namespace)?,
-            "" => return Err(Error::config(format!("{at}.type"), "is required")),
-            other => {
-                return Err(Error::config(
-                    format!("{at}.type"),
-                    format!("unknown rule type {other:?}; known: set_claim"),
-                ))
-            }
-        };
-        if rules.iter().any(|r: &Rule| r.name == rule.name) {
+        if !value.is_object() {
+            return Err(Error::config(at, "must be an object with name and type"));
+        }
+        let head: RawRuleHead = parse_value_at(&at, without_fields(&value))?;
+        if head.name.is_empty()
+            || !head
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Error::config(
+                format!("{at}.name"),
+                "must be letters, digits, '_' or '-'",
+            ));
+        }
+        if rules.iter().any(|rule| rule.name == head.name) {
             return Err(Error::config(
                 format!("{at}.name"),
                 "is used by an earlier rule",
             ));
         }
-        rules.push(rule);
+        let step = match head.kind.as_str() {
+            "set_claim" => validate_set_claim(&at, value, namespace)?,
+            kind if Builtin::TYPES.contains(&kind) => {
+                Step::Builtin(Builtin::parse(kind, &at, value, namespace, env)?)
+            }
+            other => {
+                return Err(Error::config(
+                    format!("{at}.type"),
+                    format!(
+                        "unknown rule type {other:?}; known: set_claim, {}",
+                        Builtin::TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        rules.push(Rule {
+            name: head.name,
+            enabled: head.enabled,
+            on_error: head.on_error,
+            step,
+        });
     }
     Ok(rules)
 }
 
-fn validate_set_claim(at: &str, value: Value, namespace: Option<&str>) -> Result<Rule, Error> {
+/// The rule with only the fields every rule has.
+fn without_fields(value: &Value) -> Value {
+    let mut head = serde_json::Map::new();
+    for field in ["name", "type", "enabled", "on_error"] {
+        if let Some(v) = value.get(field) {
+            head.insert(field.into(), v.clone());
+        }
+    }
+    Value::Object(head)
+}
+
+fn validate_set_claim(at: &str, value: Value, namespace: Option<&str>) -> Result<Step, Error> {
+    let mut value = value;
+    if let Some(fields) = value.as_object_mut() {
+        for common in ["name", "type", "enabled", "on_error"] {
+            fields.remove(common);
+        }
+    }
     let raw: RawSetClaim = parse_value_at(at, value)?;
-    if raw.name.is_empty() {
-        return Err(Error::config(format!("{at}.name"), "must not be empty"));
-    }
-    if raw.claim.is_empty() {
-        return Err(Error::config(format!("{at}.claim"), "must not be empty"));
-    }
-    if RESERVED_CLAIMS.contains(&raw.claim.as_str()) {
-        return Err(Error::config(
-            format!("{at}.claim"),
-            format!("{:?} is a reserved claim and cannot be set", raw.claim),
-        ));
-    }
+    check_claim_name(&format!("{at}.claim"), &raw.claim)?;
     let namespace = check_namespace(namespace)?;
     let value = match (raw.value, raw.from_claim) {
         (Some(value), None) => ClaimValue::Fixed(value),
@@ -519,18 +774,29 @@ fn validate_set_claim(at: &str, value: Value, namespace: Option<&str>) -> Result
             ))
         }
     };
-    Ok(Rule {
-        name: raw.name,
-        action: Action::SetClaim {
-            claim: format!("{namespace}{}", raw.claim),
-            value,
-        },
+    Ok(Step::SetClaim {
+        claim: format!("{namespace}{}", raw.claim),
+        value,
     })
+}
+
+/// A claim name a rule may set: not empty, not reserved.
+pub(crate) fn check_claim_name(field: &str, claim: &str) -> Result<(), Error> {
+    if claim.is_empty() {
+        return Err(Error::config(field, "must not be empty"));
+    }
+    if RESERVED_CLAIMS.contains(&claim) {
+        return Err(Error::config(
+            field,
+            format!("{claim:?} is a reserved claim and cannot be set"),
+        ));
+    }
+    Ok(())
 }
 
 /// Custom claims live under a URL prefix so that they never collide with
 /// standard claims, now or in a later version of a specification.
-fn check_namespace(namespace: Option<&str>) -> Result<&str, Error> {
+pub(crate) fn check_namespace(namespace: Option<&str>) -> Result<&str, Error> {
     let Some(namespace) = namespace else {
         return Err(Error::config(
             "namespace",
@@ -576,7 +842,7 @@ fn parse_at<T: DeserializeOwned>(prefix: &str, text: &[u8]) -> Result<T, Error> 
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| path_error(prefix, &err))
 }
 
-fn parse_value_at<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, Error> {
+pub(crate) fn parse_value_at<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T, Error> {
     serde_path_to_error::deserialize(value).map_err(|err| path_error(prefix, &err))
 }
 
@@ -606,7 +872,7 @@ mod tests {
     }
 
     fn load(value: Value) -> Result<Config, Error> {
-        Config::from_json(value.to_string().as_bytes())
+        Config::from_json(value.to_string().as_bytes(), &|_| None)
     }
 
     fn field_of(value: Value) -> String {
@@ -628,8 +894,8 @@ mod tests {
         assert_eq!(config.signing.algorithm, Algorithm::ES256);
         assert_eq!(config.on_invalid_token, InvalidTokenPolicy::Reject);
         assert_eq!(
-            config.rules[0].action,
-            Action::SetClaim {
+            config.rules[0].step,
+            Step::SetClaim {
                 claim: "https://example.com/claims/plan".into(),
                 value: ClaimValue::Fixed(json!("gold")),
             }
@@ -747,7 +1013,7 @@ mod tests {
     fn oversized_configuration_is_refused_before_parsing() {
         let text = vec![b' '; MAX_CONFIG_BYTES + 1];
         assert!(matches!(
-            Config::from_json(&text),
+            Config::from_json(&text, &|_| None),
             Err(Error::Config { .. })
         ));
     }

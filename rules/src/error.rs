@@ -33,6 +33,10 @@ pub enum Error {
     /// such a token reaches a rule.
     InvalidToken(Rejection),
 
+    /// The user store could not read or write a record (the store failed,
+    /// or other logins kept winning the race for the same record).
+    Store(String),
+
     /// Signing a rewritten token failed. With a key that loaded this points at
     /// claims that cannot be serialised.
     Signing(String),
@@ -91,6 +95,7 @@ impl fmt::Display for Error {
             Error::Jwks(reason) => write!(f, "unusable jwks document: {reason}"),
             Error::NotTokenResponse(reason) => write!(f, "not a token response: {reason}"),
             Error::InvalidToken(rejection) => write!(f, "token rejected: {rejection}"),
+            Error::Store(reason) => write!(f, "user store: {reason}"),
             Error::Signing(reason) => write!(f, "failed to sign token: {reason}"),
         }
     }

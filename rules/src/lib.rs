@@ -9,17 +9,27 @@
 //! - [`config`]: the plugin configuration, validated once at load.
 //! - [`exchange`]: the token request and token response.
 //! - [`verify`]: the provider's keys and token verification.
-//! - [`engine`]: the rules, run against verified claims.
+//! - [`event`]: the login event the rules see.
+//! - [`record`]: the user's record and its compare-and-swap updates.
+//! - [`pipeline`]: the rules, run in order as a sans-IO state machine.
+//! - [`steps`]: the built-in integrations and their wire formats.
+//! - [`http`]: outbound calls as data, and the retry classifier.
+//! - [`delivery`]: the outbox of background calls.
 //! - [`sign`]: Rulegate's key and re-signing.
 //! - [`discovery`]: the merged JWKS and the rewritten discovery document.
 
 pub mod claims;
 pub mod config;
+pub mod delivery;
 pub mod discovery;
-pub mod engine;
 mod error;
+pub mod event;
 pub mod exchange;
+pub mod http;
+pub mod pipeline;
+pub mod record;
 pub mod sign;
+pub mod steps;
 pub mod verify;
 
 pub use error::{Error, Rejection};
