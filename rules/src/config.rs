@@ -142,7 +142,7 @@ pub enum Step {
     /// Add `claim` (the full, namespaced name) to the id_token.
     SetClaim { claim: String, value: ClaimValue },
     /// One of the built-in integrations.
-    Builtin(Builtin),
+    Builtin(Box<Builtin>),
 }
 
 /// Where the value of a claim comes from.
@@ -715,7 +715,7 @@ fn validate_rules(
         let step = match head.kind.as_str() {
             "set_claim" => validate_set_claim(&at, value, namespace)?,
             kind if Builtin::TYPES.contains(&kind) => {
-                Step::Builtin(Builtin::parse(kind, &at, value, namespace, env)?)
+                Step::Builtin(Box::new(Builtin::parse(kind, &at, value, namespace, env)?))
             }
             other => {
                 return Err(Error::config(

@@ -291,9 +291,18 @@ mod tests {
         assert_eq!(Protocol::from_grant_type(None).metric_label(), "other");
     }
 
+    /// Name, downstream peer, forwarding header, trusted hops, expected.
+    type IpCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        u32,
+        Option<&'a str>,
+    );
+
     #[test]
     fn client_ip_table() {
-        let cases: [(&str, Option<&str>, Option<&str>, u32, Option<&str>); 7] = [
+        let cases: [IpCase; 7] = [
             (
                 "downstream ipv4",
                 Some("10.1.2.3:5555"),
