@@ -96,6 +96,7 @@ build: wasm-target
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
 demo: tools build
+	cargo build -p rulegate-tests --bin standins
 	scripts/demo.sh
 
 # Formatting and lints, for the host and for wasm32.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the demo stack in the foreground: the OpenID provider on
-# 127.0.0.1:3000 and Envoy with the Rulegate filter on 127.0.0.1:10000
-# (admin on 127.0.0.1:9901), from the repository's own envoy.yaml.
-# Ctrl-C stops both. `make demo` builds everything first and calls this.
+# 127.0.0.1:3000, the stand-ins for the outside services on 127.0.0.1:4000,
+# and Envoy with the Rulegate filter on 127.0.0.1:10000 (admin on
+# 127.0.0.1:9901), from the repository's own envoy.yaml. Ctrl-C stops them
+# all. `make demo` builds everything first and calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ if [[ ! -s $key ]]; then
   echo "made a new ES256 signing key in $key"
 fi
 
-for port in 10000 3000 9901; do
+for port in 10000 3000 4000 9901; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port on 127.0.0.1 is in use; stop whatever holds it (an earlier demo?)" >&2
     exit 1
@@ -27,6 +28,20 @@ done
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT INT TERM
+
+# The services' credentials, as the stand-ins expect them. With the real
+# services these come from your secret store, never from a file in git.
+export FULLCONTACT_API_KEY=fullcontact-api-key
+export SLACK_SIGNUP_WEBHOOK_URL=https://hooks.slack.com/services/T0RULEGATE/B0SIGNUPS/signupsecret
+export SLACK_ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T0RULEGATE/B0ALERTS/alertsecret
+export SEGMENT_WRITE_KEY=segment-write-key
+export KEEN_WRITE_KEY=keen-write-key
+export ZAPIER_HOOK_URL=https://hooks.zapier.com/hooks/catch/123456/rulegate/
+export SALESFORCE_CLIENT_ID=sf-client-id
+export SALESFORCE_CLIENT_SECRET=sf-client-secret
+
+target/debug/standins --port 4000 >"$state/standins.log" 2>&1 &
+pids+=($!)
 
 ISSUER=http://127.0.0.1:10000 PORT=3000 KEYS_FILE=$state/provider-keys.json \
   node provider/server.mjs >"$state/provider.log" 2>&1 &
@@ -54,7 +69,8 @@ Rulegate demo is running (Ctrl-C stops it).
   Discovery:              http://127.0.0.1:10000/.well-known/openid-configuration
   Merged JWKS:            http://127.0.0.1:10000/.well-known/rulegate/jwks.json
   Envoy admin and stats:  http://127.0.0.1:9901/stats?filter=rulegate
-  Logs:                   $state/envoy.log, $state/provider.log
+  What services received: http://127.0.0.1:4000/_control/received
+  Logs:                   $state/envoy.log, $state/provider.log, $state/standins.log
 
 Log in from another terminal (a new user each time, or a known one):
 
@@ -63,8 +79,10 @@ Log in from another terminal (a new user each time, or a known one):
   scripts/login.sh carol@example.org carol-password --backend
 
 The id_token comes back re-signed by Rulegate (kid rulegate-demo-1) with the
-claims of the rules in envoy.yaml under https://rulegate.dev/claims/.
+claims of the rules in envoy.yaml under https://rulegate.dev/claims/,
+enrichment included. A new user's first login also reaches Slack, Segment,
+Keen, Zapier and Salesforce (the stand-ins); a second login only Segment.
 
 MSG
 wait -n "${pids[@]}"
-echo "a demo process stopped; see $state/envoy.log and $state/provider.log" >&2
+echo "a demo process stopped; see the logs in $state/" >&2

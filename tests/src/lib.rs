@@ -28,6 +28,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+pub mod standins;
 
 /// The project's top folder.
 pub fn repo_root() -> PathBuf {
@@ -86,14 +87,43 @@ pub struct Options {
     pub provider_keys_file: Option<PathBuf>,
     /// Leave RULEGATE_SIGNING_KEY unset in Envoy's environment.
     pub without_signing_key: bool,
+    /// Envoy worker threads (each runs its own VM); 2 when unset.
+    pub workers: Option<u32>,
 }
 
-/// Envoy and the provider, running.
+/// The services' credentials as Envoy's environment holds them in the
+/// demo: the stand-ins' test values.
+pub fn service_environment() -> Vec<(&'static str, String)> {
+    use standins::*;
+    vec![
+        ("FULLCONTACT_API_KEY", FULLCONTACT_API_KEY.into()),
+        (
+            "SLACK_SIGNUP_WEBHOOK_URL",
+            format!("https://hooks.slack.com{SLACK_SIGNUPS_PATH}"),
+        ),
+        (
+            "SLACK_ALERT_WEBHOOK_URL",
+            format!("https://hooks.slack.com{SLACK_ALERTS_PATH}"),
+        ),
+        ("SEGMENT_WRITE_KEY", SEGMENT_WRITE_KEY.into()),
+        ("KEEN_WRITE_KEY", KEEN_WRITE_KEY.into()),
+        (
+            "ZAPIER_HOOK_URL",
+            format!("https://hooks.zapier.com{ZAPIER_HOOK_PATH}"),
+        ),
+        ("SALESFORCE_CLIENT_ID", SALESFORCE_CLIENT_ID.into()),
+        ("SALESFORCE_CLIENT_SECRET", SALESFORCE_CLIENT_SECRET.into()),
+    ]
+}
+
+/// Envoy, the provider and the stand-ins, running.
 pub struct Stack {
     /// What clients use: Envoy's listener, the provider's issuer.
     pub base: String,
     /// The provider directly, bypassing Envoy.
     pub provider_base: String,
+    /// What the outside services received, and their fault switches.
+    pub services: standins::Standins,
     admin: String,
     envoy: Option<Child>,
     provider: Option<Child>,
@@ -142,14 +172,22 @@ impl Stack {
         let dir = repo_root().join(".run/tests").join(random_token("stack"));
         fs::create_dir_all(&dir).unwrap();
         let base = format!("http://127.0.0.1:{envoy_port}");
+        let services = standins::Standins::start();
 
-        let envoy_yaml = shipped_envoy_yaml(envoy_port, provider_port, admin_port, &options);
+        let ports = Ports {
+            envoy: envoy_port,
+            provider: provider_port,
+            admin: admin_port,
+            services: services.port(),
+        };
+        let envoy_yaml = shipped_envoy_yaml(&ports, &options);
         let config_path = dir.join("envoy.yaml");
         fs::write(&config_path, &envoy_yaml).unwrap();
 
         let mut stack = Stack {
             base,
             provider_base: format!("http://127.0.0.1:{provider_port}"),
+            services,
             admin: format!("http://127.0.0.1:{admin_port}"),
             envoy: None,
             provider: None,
@@ -160,7 +198,8 @@ impl Stack {
             journal: RefCell::new(Vec::new()),
         };
         stack.start_provider();
-        stack.start_envoy(&config_path, options.without_signing_key);
+        let workers = options.workers.unwrap_or(2);
+        stack.start_envoy(&config_path, options.without_signing_key, workers);
         stack
     }
 
@@ -189,20 +228,15 @@ impl Stack {
         self.provider = Some(child);
     }
 
-    fn start_envoy(&mut self, config_path: &Path, without_signing_key: bool) {
+    fn start_envoy(&mut self, config_path: &Path, without_signing_key: bool, workers: u32) {
         let log = fs::File::create(self.dir.join("envoy.log")).unwrap();
         let mut command = Command::new(envoy_binary());
         command
             .current_dir(repo_root())
             .arg("-c")
             .arg(config_path)
-            .args([
-                "--concurrency",
-                "2",
-                "--disable-hot-restart",
-                "--log-level",
-                "info",
-            ])
+            .args(["--concurrency", &workers.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "info"])
             .args(["--component-log-level", "wasm:debug"])
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -211,6 +245,7 @@ impl Stack {
         } else {
             command.env("RULEGATE_SIGNING_KEY", signing_key_pem());
         }
+        command.envs(service_environment());
         self.envoy = Some(command.spawn().expect("start envoy"));
     }
 
@@ -322,6 +357,8 @@ impl Drop for Stack {
                 "==== requests and responses\n{}",
                 self.journal.borrow().join("\n")
             );
+            let received = self.services.received_all();
+            eprintln!("==== what the stand-ins received\n{received:#?}");
             eprintln!(
                 "==== envoy log (last 150 lines)\n{}",
                 tail(&self.envoy_log(), 150)
@@ -343,20 +380,34 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+struct Ports {
+    envoy: u16,
+    provider: u16,
+    admin: u16,
+    services: u16,
+}
+
 /// The shipped envoy.yaml with test ports, and the plugin configuration
 /// replaced when a test asks.
-fn shipped_envoy_yaml(envoy: u16, provider: u16, admin: u16, options: &Options) -> String {
+fn shipped_envoy_yaml(ports: &Ports, options: &Options) -> String {
     let shipped = fs::read_to_string(repo_root().join("envoy.yaml")).expect("read envoy.yaml");
     let mut yaml = shipped
-        .replace("port_value: 10000", &format!("port_value: {envoy}"))
-        .replace("port_value: 3000", &format!("port_value: {provider}"))
-        .replace("port_value: 9901", &format!("port_value: {admin}"));
+        .replace("port_value: 10000", &format!("port_value: {}", ports.envoy))
+        .replace(
+            "port_value: 3000",
+            &format!("port_value: {}", ports.provider),
+        )
+        .replace(
+            "port_value: 4000",
+            &format!("port_value: {}", ports.services),
+        )
+        .replace("port_value: 9901", &format!("port_value: {}", ports.admin));
     if let Some(config) = &options.plugin_config {
         yaml = replace_plugin_config(&yaml, config);
     }
     yaml.replace(
         "http://127.0.0.1:10000",
-        &format!("http://127.0.0.1:{envoy}"),
+        &format!("http://127.0.0.1:{}", ports.envoy),
     )
 }
 
