@@ -27,7 +27,8 @@ done
 
 pids=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'echo; echo "stopping the demo"; exit 0' INT TERM
 
 # The services' credentials, as the stand-ins expect them. With the real
 # services these come from your secret store, never from a file in git.
@@ -48,7 +49,8 @@ ISSUER=http://127.0.0.1:10000 PORT=3000 KEYS_FILE=$state/provider-keys.json \
 pids+=($!)
 
 RULEGATE_SIGNING_KEY=$(cat "$key") .venv/bin/envoy -c envoy.yaml --concurrency 2 \
-  --log-level info --component-log-level wasm:debug >"$state/envoy.log" 2>&1 &
+  --disable-hot-restart --log-level info --component-log-level wasm:debug \
+  >"$state/envoy.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 100); do

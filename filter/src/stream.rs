@@ -81,6 +81,8 @@ struct Exchange {
     forwarded_for: Option<String>,
     downstream: Option<String>,
     request: TokenRequest,
+    /// The request body has been read (or given up on).
+    request_read: bool,
     /// The response is not Rulegate's to change.
     pass: bool,
     /// Size of the buffered response body.
@@ -118,19 +120,20 @@ impl Stream {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let config = &plugin.config;
         match method.as_str() {
-            "POST" if path == config.token_path => Route::Token(Box::new(Exchange {
+            "POST" if same_path(path, &config.token_path) => Route::Token(Box::new(Exchange {
                 authorization: host::request_header("authorization"),
                 user_agent: host::request_header_lossy("user-agent"),
                 forwarded_for: host::request_header_lossy(&config.client_ip.forwarded_header),
                 downstream: host::property(&["source", "address"]),
                 request: TokenRequest::default(),
+                request_read: false,
                 pass: false,
                 body_size: 0,
                 waiting: Waiting::Nothing,
                 busy_ns: 0,
             })),
-            "GET" if path == config.discovery_path => Route::Discovery { hold: false },
-            "GET" | "HEAD" if path == config.jwks_path => Route::Jwks,
+            "GET" if same_path(path, &config.discovery_path) => Route::Discovery { hold: false },
+            "GET" | "HEAD" if same_path(path, &config.jwks_path) => Route::Jwks,
             _ => Route::Other,
         }
     }
@@ -613,10 +616,15 @@ impl Stream {
                 } else {
                     "no-store"
                 };
-                let headers = vec![
+                let mut headers = vec![
                     ("content-type", "application/json"),
                     ("cache-control", cache_control),
                 ];
+                if matches!(self.route, Route::Jwks) {
+                    // Browser apps fetch keys from other origins, as they do
+                    // the provider's own key set.
+                    headers.push(("access-control-allow-origin", "*"));
+                }
                 host::send_response(status, headers, &body);
                 Action::Pause
             }
@@ -626,6 +634,52 @@ impl Stream {
     fn shared(&self) -> Option<(Rc<Worker>, Rc<Plugin>)> {
         self.state.clone()
     }
+}
+
+/// Whether a request path names a configured path: ignoring case and one
+/// trailing slash, as the providers Rulegate sits in front of do. Anything
+/// they would answer on the token endpoint must reach the filter too.
+fn same_path(path: &str, configured: &str) -> bool {
+    let path = match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    };
+    path.eq_ignore_ascii_case(configured)
+}
+
+/// What a held response on the token path is.
+enum Readability {
+    /// A successful JSON response Rulegate can read.
+    Readable,
+    /// Not a token response (an error, another content type): pass it on.
+    NotTokenResponse,
+    /// A successful response Rulegate cannot read (compressed, too large):
+    /// it may hold an id_token that cannot be verified.
+    Unreadable(&'static str),
+}
+
+/// Classifies the held response on the token path.
+fn token_response_readability(max_bytes: usize) -> Readability {
+    if host::response_header(":status").as_deref() != Some("200") {
+        return Readability::NotTokenResponse;
+    }
+    let json = host::response_header("content-type")
+        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Readability::NotTokenResponse;
+    }
+    let identity = host::response_header("content-encoding")
+        .is_none_or(|value| value.eq_ignore_ascii_case("identity"));
+    if !identity {
+        return Readability::Unreadable("the response is compressed");
+    }
+    let fits = host::response_header("content-length")
+        .and_then(|value| value.parse::<usize>().ok())
+        .is_none_or(|length| length <= max_bytes);
+    if !fits {
+        return Readability::Unreadable("the response is larger than max_response_bytes");
+    }
+    Readability::Readable
 }
 
 /// Whether the held response is a plain (uncompressed) successful JSON
@@ -681,6 +735,11 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         self.route = self.classify(&plugin);
+        if matches!(self.route, Route::Token(_)) {
+            // The token response is read and rewritten: it must arrive
+            // uncompressed, whatever the client accepts.
+            host::remove_request_header("accept-encoding");
+        }
         match self.route {
             Route::Token(_) if end_of_stream => {
                 self.read_token_request(0);
@@ -700,10 +759,15 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.route, Route::Token(_)) {
+        let Some(exchange) = self.exchange() else {
+            return Action::Continue;
+        };
+        if exchange.request_read {
             return Action::Continue;
         }
+        exchange.request_read = true;
         if !end_of_stream && body_size <= MAX_FORM_BYTES {
+            exchange.request_read = false;
             return Action::Pause;
         }
         self.read_token_request(body_size);
@@ -714,16 +778,28 @@ impl HttpContext for Stream {
         let Some((worker, plugin)) = self.shared() else {
             return Action::Continue;
         };
-        let readable = !end_of_stream && is_plain_json_ok(plugin.config.max_response_bytes);
-        match &mut self.route {
-            Route::Token(exchange) => {
-                exchange.pass = !readable;
-                if exchange.pass {
-                    worker.metrics.count(name::PASSED_THROUGH);
-                    return Action::Continue;
+        let max_bytes = plugin.config.max_response_bytes;
+        if let Route::Token(exchange) = &mut self.route {
+            let readability = token_response_readability(max_bytes);
+            exchange.pass = !matches!(readability, Readability::Readable) || end_of_stream;
+            return match readability {
+                Readability::Unreadable(why) => {
+                    let decision = self.refuse(&worker, &plugin, &Error::NotTokenResponse(why));
+                    self.respond(&worker, decision, 0)
                 }
-                Action::Pause
-            }
+                _ if exchange.pass => {
+                    log::debug!(
+                        "{}: passing through: not a successful JSON response",
+                        self.id
+                    );
+                    worker.metrics.count(name::PASSED_THROUGH);
+                    Action::Continue
+                }
+                Readability::Readable | Readability::NotTokenResponse => Action::Pause,
+            };
+        }
+        let readable = !end_of_stream && is_plain_json_ok(max_bytes);
+        match &mut self.route {
             Route::Discovery { hold } => {
                 *hold = readable;
                 if readable {
@@ -745,8 +821,9 @@ impl HttpContext for Stream {
             Route::Token(exchange) if !exchange.pass => {
                 if too_large {
                     exchange.pass = true;
-                    worker.metrics.count(name::PASSED_THROUGH);
-                    return Action::Continue;
+                    let why = "the response is larger than max_response_bytes";
+                    let decision = self.refuse(&worker, &plugin, &Error::NotTokenResponse(why));
+                    return self.respond(&worker, decision, 0);
                 }
                 if !end_of_stream {
                     return Action::Pause;

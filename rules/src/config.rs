@@ -448,10 +448,17 @@ impl Config {
         check_path("discovery_path", &raw.discovery_path)?;
         check_path("jwks_path", &raw.jwks_path)?;
         check_path("provider.jwks_path", &raw.provider.jwks_path)?;
-        if raw.jwks_path == raw.token_path || raw.jwks_path == raw.discovery_path {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        if same(&raw.jwks_path, &raw.token_path) || same(&raw.jwks_path, &raw.discovery_path) {
             return Err(Error::config(
                 "jwks_path",
                 "must differ from the token and discovery paths",
+            ));
+        }
+        if same(&raw.token_path, &raw.discovery_path) {
+            return Err(Error::config(
+                "discovery_path",
+                "must differ from token_path",
             ));
         }
         let jwks_uri = match raw.jwks_uri {
@@ -809,6 +816,12 @@ pub(crate) fn check_namespace(namespace: Option<&str>) -> Result<&str, Error> {
             "must be an absolute http(s) URL",
         ));
     }
+    if !namespace.ends_with('/') {
+        return Err(Error::config(
+            "namespace",
+            format!("must end with '/' so that claim names read {namespace}/NAME"),
+        ));
+    }
     Ok(namespace)
 }
 
@@ -817,6 +830,12 @@ fn check_path(field: &str, path: &str) -> Result<(), Error> {
         return Err(Error::config(
             field,
             "must be a path starting with '/', without query",
+        ));
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Err(Error::config(
+            field,
+            "must not end with '/' (requests with a trailing slash match anyway)",
         ));
     }
     Ok(())
@@ -977,6 +996,20 @@ mod tests {
             .as_object_mut()
             .map(|rule| rule.remove("value"));
         assert_eq!(field_of(neither), "rules[0].value");
+    }
+
+    #[test]
+    fn namespace_without_a_trailing_slash_is_refused() {
+        let mut config = minimal();
+        config["namespace"] = json!("https://example.com/claims");
+        assert_eq!(field_of(config), "namespace");
+    }
+
+    #[test]
+    fn token_and_discovery_paths_must_differ() {
+        let mut config = minimal();
+        config["discovery_path"] = json!("/TOKEN");
+        assert_eq!(field_of(config), "discovery_path");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct TokenRequest {
     /// `grant_type`; `None` when absent, repeated or not UTF-8.
     pub grant_type: Option<String>,
     /// The client: from HTTP Basic authentication when present, else from
-    /// the `client_id` form field.
+    /// the `client_id` form field, else from the `sub` of a JWT client
+    /// assertion (`private_key_jwt`, `client_secret_jwt`).
     pub client_id: Option<String>,
 }
 
@@ -32,7 +33,10 @@ impl TokenRequest {
         let grant_type = single_parameter(form_body, "grant_type");
         let client_id = authorization
             .and_then(basic_auth_client_id)
-            .or_else(|| single_parameter(form_body, "client_id"));
+            .or_else(|| single_parameter(form_body, "client_id"))
+            .or_else(|| {
+                single_parameter(form_body, "client_assertion").and_then(|a| assertion_subject(&a))
+            });
         TokenRequest {
             grant_type,
             client_id,
@@ -67,6 +71,22 @@ fn basic_auth_client_id(header: &[u8]) -> Option<String> {
         .decode_utf8()
         .ok()?;
     (!id.is_empty()).then(|| id.into_owned())
+}
+
+/// The `sub` of a JWT client assertion, which RFC 7523 makes the client
+/// id. It is read, not verified: the provider verifies the assertion, and
+/// Rulegate only uses the id as the audience its token must name.
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims
+        .get("sub")?
+        .as_str()
+        .filter(|sub| !sub.is_empty())
+        .map(str::to_string)
 }
 
 /// A successful token response, parsed.
@@ -131,6 +151,18 @@ mod tests {
             Some(header.as_bytes()),
         );
         assert_eq!(request.client_id.as_deref(), Some("backend:1"));
+    }
+
+    #[test]
+    fn a_jwt_client_assertion_names_the_client() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"iss":"jwt-client","sub":"jwt-client","aud":"https://idp/token"}"#);
+        let body = format!(
+            "grant_type=authorization_code&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3A\
+             client-assertion-type%3Ajwt-bearer&client_assertion=e30.{payload}.sig"
+        );
+        let request = TokenRequest::parse(body.as_bytes(), None);
+        assert_eq!(request.client_id.as_deref(), Some("jwt-client"));
     }
 
     #[test]

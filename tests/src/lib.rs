@@ -323,19 +323,32 @@ impl Stack {
         form: &[(&str, &str)],
         basic: Option<(&str, &str)>,
     ) -> Reply {
-        let url = format!("{base}/token");
-        let mut request = agent().post(&url);
+        self.post_form(&format!("{base}/token"), form, basic, &[])
+    }
+
+    /// POSTs a form to `url` with extra headers, recorded.
+    pub fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = agent().post(url);
         if let Some((id, secret)) = basic {
             let credentials = STANDARD.encode(format!("{id}:{secret}"));
             request = request.header("authorization", &format!("Basic {credentials}"));
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let response = request
             .send_form(form.iter().copied())
-            .expect("POST /token");
+            .expect("POST a form");
         let reply = Reply::from(response);
         let fields: Vec<&str> = form.iter().map(|(name, _)| *name).collect();
         self.note(format!(
-            "POST {url} fields {fields:?}\n<- {}",
+            "POST {url} fields {fields:?} headers {headers:?}\n<- {}",
             reply.summary()
         ));
         reply

@@ -189,13 +189,15 @@ fn shipped_envoy_yaml_passes_envoy_validate_mode() {
         wasm.display()
     );
     // Validate mode runs the plugin's configuration step, which refuses to
-    // start without a signing key; a fresh one per run will do.
+    // start without a signing key and the services' credentials: a fresh
+    // key, and the demo's credentials.
     let key = ES256KeyPair::generate().to_pem().expect("P-256 key as PEM");
 
     let output = Command::new(&envoy)
         .args(["--mode", "validate", "-c", ENVOY_YAML])
         .current_dir(repo_root())
         .env(SIGNING_KEY_VAR, key)
+        .envs(rulegate_tests::service_environment())
         .output()
         .unwrap_or_else(|e| panic!("could not run {}: {e}", envoy.display()));
 
@@ -213,6 +215,15 @@ fn shipped_envoy_yaml_passes_envoy_validate_mode() {
 
 #[test]
 fn envoy_yaml_enables_the_filter_only_on_its_routes() {
+    let manager_settings = read_yaml(ENVOY_YAML);
+    for manager in http_connection_managers(&manager_settings) {
+        for setting in ["normalize_path", "merge_slashes"] {
+            assert_eq!(
+                manager[setting], true,
+                "envoy.yaml must set {setting}: paths are matched normalised"
+            );
+        }
+    }
     let config = read_yaml(ENVOY_YAML);
     let context = format!("in {}", repo_path(ENVOY_YAML).display());
     let managers = http_connection_managers(&config);
@@ -397,8 +408,11 @@ fn http_connection_managers(config: &Value) -> Vec<&Value> {
         .collect()
 }
 
-/// The exact paths of the routes whose per-filter config turns rulegate on.
-/// A virtual host turning it on would cover every route, so that fails.
+/// The paths of the routes whose per-filter config turns rulegate on. Each
+/// must match its path the way the provider does (any case, an optional
+/// trailing slash: `(?i)PATH/?` with the dots escaped), or a client could
+/// reach the provider's endpoint on a route without the filter. A virtual
+/// host turning it on would cover every route, so that fails.
 fn routes_enabling_rulegate(manager: &Value, context: &str) -> BTreeSet<String> {
     let mut enabled = BTreeSet::new();
     let hosts = manager["route_config"]["virtual_hosts"].as_array();
@@ -413,10 +427,21 @@ fn routes_enabling_rulegate(manager: &Value, context: &str) -> BTreeSet<String> 
             if per_route.is_null() || per_route["disabled"] == true {
                 continue;
             }
-            let path = route["match"]["path"].as_str().unwrap_or_else(|| {
-                panic!("{context}: rulegate is enabled on a route without an exact path: {route}")
-            });
-            enabled.insert(path.to_string());
+            let regex = route["match"]["safe_regex"]["regex"]
+                .as_str()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{context}: rulegate is enabled on a route without a path regex: {route}"
+                    )
+                });
+            let path = regex
+                .strip_prefix("(?i)")
+                .and_then(|rest| rest.strip_suffix("/?"))
+                .map(|escaped| escaped.replace("\\.", "."))
+                .unwrap_or_else(|| {
+                    panic!("{context}: route regex {regex:?} is not of the form (?i)PATH/?")
+                });
+            enabled.insert(path);
         }
     }
     enabled

@@ -342,3 +342,69 @@ fn missing_signing_key_is_refused_at_load_naming_the_variable() {
     assert!(line.contains("RULEGATE_SIGNING_KEY"), "{line}");
     assert!(!line.contains("BEGIN"), "no key material in logs: {line}");
 }
+
+/// The code exchange of `authorization`, posted to `path` with `headers`.
+fn exchange_at(
+    stack: &Stack,
+    authorization: &Authorization,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let redirect_uri = format!("{}/callback", stack.base);
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", authorization.code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("code_verifier", authorization.verifier.as_str()),
+        ("client_id", Client::Spa.id()),
+    ];
+    stack.post_form(&format!("{}{path}", stack.base), &form, None, headers)
+}
+
+#[test]
+fn token_endpoint_spelled_another_way_still_goes_through_the_filter() {
+    let stack = Stack::start();
+    for path in ["/Token/", "/TOKEN", "//token", "/x/../token"] {
+        let authorization =
+            Browser::new(&stack).authorize(Client::Spa, &new_email("spelling"), DEMO_PASSWORD);
+        let reply = exchange_at(&stack, &authorization, path, &[]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.summary());
+        let (header, claims) = decode_jwt(reply.json()["id_token"].as_str().unwrap());
+        assert_eq!(
+            header["kid"], "rulegate-demo-1",
+            "{path} skipped the filter"
+        );
+        assert_eq!(claims[PLAN], "free", "{path}");
+    }
+}
+
+#[test]
+fn client_asking_for_compression_still_gets_a_verified_rewritten_token() {
+    let stack = Stack::start();
+    let authorization =
+        Browser::new(&stack).authorize(Client::Spa, &new_email("gzip"), DEMO_PASSWORD);
+    let reply = exchange_at(
+        &stack,
+        &authorization,
+        "/token",
+        &[("accept-encoding", "gzip, br")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.summary());
+    assert_eq!(reply.header("content-encoding"), None);
+    let (header, _) = decode_jwt(reply.json()["id_token"].as_str().unwrap());
+    assert_eq!(header["kid"], "rulegate-demo-1");
+}
+
+#[test]
+fn merged_jwks_can_be_fetched_by_browser_apps() {
+    let stack = Stack::start();
+    let jwks = stack.get(&format!("{}/.well-known/rulegate/jwks.json", stack.base));
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.header("access-control-allow-origin"), Some("*"));
+    let keys = jwks.json()["keys"].as_array().unwrap().clone();
+    assert!(keys.iter().any(|k| k["kid"] == "rulegate-demo-1"));
+    assert!(
+        keys.iter().all(|k| k.get("d").is_none()),
+        "no private members"
+    );
+}
