@@ -18,13 +18,17 @@
 //                        (default "rulegate")
 //   EXTRA_REDIRECT_URIS  comma-separated redirect URIs added to both clients
 //   ACCOUNTS_FILE        fixed users (default: accounts.json beside this file)
+//   OPAQUE_ACCESS_TOKENS 1 = opaque access tokens, as the provider issued
+//                        before it had JWT ones (see "Access tokens");
+//                        unset or 0 = JWT access tokens
 //
 // Endpoints (all under ISSUER)
 //   /.well-known/openid-configuration   discovery
 //   /auth                               authorization
 //   /token                              token
 //   /jwks                               public keys (RS256 and ES256)
-//   /me                                 userinfo
+//   /me                                 userinfo (takes opaque access
+//                                       tokens only, see "Access tokens")
 //   /session/end                        logout
 //   /interaction/:uid                   login or consent page (GET)
 //   /interaction/:uid/login             login form target (POST)
@@ -41,6 +45,32 @@
 //                     id_token signed ES256 (the default is RS256)
 //   Both: redirect URI ISSUER/callback (+ EXTRA_REDIRECT_URIS); a refresh
 //   token on every code exchange; the refresh grant returns a new id_token.
+//
+// Access tokens: by default every access token (authorization_code,
+// refresh_token and client_credentials grants, both clients) is a JWT for
+// one resource server, the resource indicator ISSUER/api, which is used when
+// the client sends no `resource` parameter (sending resource=ISSUER/api is
+// the same; any other value is invalid_target). Header: alg RS256, typ
+// at+jwt, kid of the provider's RSA key in /jwks (whatever the client's
+// id_token alg). Claims:
+//   iss        ISSUER
+//   aud        ISSUER/api (a string)
+//   sub        the user's sub; the client_id for client_credentials
+//   client_id  the client
+//   scope      the granted scopes, as in the token response ("openid email
+//              profile" for the login above); for client_credentials only
+//              the requested ones, absent when the request has no `scope`
+//   iat, exp   lifetime 3600 s (client_credentials: 600 s)
+//   jti        unique token id
+// ISSUER/api accepts the scopes openid, offline_access, email and profile.
+// The consent page therefore also lists "ISSUER/api: openid email profile";
+// its form and the whole login flow are unchanged. oidc-provider accepts
+// only access tokens without an audience at /me, so these JWTs do not work
+// there. OPAQUE_ACCESS_TOKENS=1 defaults no resource: access tokens are
+// opaque and audience-less again, usable at /me, and the consent page
+// lists the OpenID scopes only (a client that still sends
+// resource=ISSUER/api gets an opaque token for it). id_tokens, refresh
+// tokens and the token response fields are the same in both modes.
 //
 // Accounts: the users in accounts.json sign in with their own password only.
 // Any other well-formed email signs in with DEMO_PASSWORD and becomes an
@@ -89,7 +119,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Provider } from 'oidc-provider';
+import { errors, Provider } from 'oidc-provider';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -119,6 +149,18 @@ const DEMO_PASSWORD = process.env.DEMO_PASSWORD || 'rulegate';
 const ACCOUNTS_FILE = process.env.ACCOUNTS_FILE || path.join(here, 'accounts.json');
 const EXTRA_REDIRECT_URIS = (process.env.EXTRA_REDIRECT_URIS || '')
   .split(',').map((s) => s.trim()).filter(Boolean);
+
+const OPAQUE_FLAG = process.env.OPAQUE_ACCESS_TOKENS ?? '';
+if (!['', '0', '1'].includes(OPAQUE_FLAG)) {
+  fail(`OPAQUE_ACCESS_TOKENS must be 1, 0 or unset, not ${JSON.stringify(OPAQUE_FLAG)}`);
+}
+const OPAQUE_ACCESS_TOKENS = OPAQUE_FLAG === '1';
+
+// The one resource server (RFC 8707 resource indicator) access tokens are
+// issued for. The scopes it accepts are all of the provider's OpenID scopes,
+// so an access token carries the same `scope` the token response reports.
+const API_RESOURCE = `${ISSUER}/api`;
+const API_SCOPES = 'openid offline_access email profile';
 
 // ------------------------------------------------------------------ keys
 
@@ -374,6 +416,28 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    // Access tokens are for API_RESOURCE unless the client names a resource
+    // itself (nothing else is accepted). useGrantedResource makes the token
+    // endpoint keep that audience even when `openid` is among the scopes
+    // (the package would otherwise issue a /me-only opaque token then).
+    // With OPAQUE_ACCESS_TOKENS=1 nothing is defaulted, so code, refresh and
+    // client_credentials tokens are opaque and have no audience, as before.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (_ctx, _client, oneOf) => {
+        if (oneOf) return oneOf.includes(API_RESOURCE) ? API_RESOURCE : oneOf;
+        return OPAQUE_ACCESS_TOKENS ? undefined : API_RESOURCE;
+      },
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (_ctx, indicator) => {
+        if (indicator !== API_RESOURCE) throw new errors.InvalidTarget();
+        return {
+          scope: API_SCOPES,
+          accessTokenFormat: OPAQUE_ACCESS_TOKENS ? 'opaque' : 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
     rpInitiatedLogout: {
       enabled: true,
       logoutSource: async (ctx, form) => {

@@ -69,6 +69,10 @@ pub mod name {
     pub const JWKS_SERVED: &str = "rulegate.jwks.served";
     pub const DISCOVERY_REWRITTEN: &str = "rulegate.discovery.rewritten";
     pub const FIRST_LOGINS: &str = "rulegate.logins.first";
+    /// Access-token claim changes skipped because the token is opaque.
+    pub const ACCESS_TOKEN_OPAQUE: &str = "rulegate.access_token.opaque_skipped";
+    /// Access tokens not extended because they did not verify.
+    pub const ACCESS_TOKEN_INVALID: &str = "rulegate.access_token.invalid";
     pub const STORE_FAILED: &str = "rulegate.store.failed";
     pub const RETRIES: &str = "rulegate.delivery.retries";
     pub const DROPS: &str = "rulegate.delivery.drops";
@@ -82,7 +86,8 @@ pub mod name {
         format!("rulegate.logins.protocol.{protocol}")
     }
 
-    /// Rules by outcome: `ran`, `skipped`, `failed`.
+    /// Rules by outcome: `ran`, `skipped`, `failed`, `shadow`,
+    /// `over_budget`.
     pub fn rule(rule: &str, outcome: &str) -> String {
         format!("rulegate.rule.{rule}.{outcome}")
     }

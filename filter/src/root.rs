@@ -249,6 +249,9 @@ impl RootContext for Root {
             plugin.config.signing.key_id,
         );
         let config = &plugin.config;
+        for warning in &config.warnings {
+            log::warn!("rulegate configuration: {warning}");
+        }
         match &self.worker {
             Some(worker) => worker
                 .outbox

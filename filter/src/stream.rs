@@ -21,14 +21,14 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use rules::claims::VerifiedClaims;
-use rules::config::InvalidTokenPolicy;
+use rules::config::{AccessTokens, InvalidTokenPolicy};
 use rules::discovery::{merged_jwks, rewrite_discovery};
 use rules::event::{client_ip, LoginEvent, LoginInfo, Protocol};
 use rules::exchange::{TokenRequest, TokenResponse};
 use rules::http::Request;
 use rules::pipeline::{Next, Outcome, Pipeline, RuleResult};
 use rules::record::{self, RecordChange};
-use rules::verify::verify;
+use rules::verify::{verify, verify_access_token};
 use rules::{Error, Rejection};
 use serde_json::json;
 
@@ -377,7 +377,8 @@ impl Stream {
                 worker.metrics.count(name::STORE_FAILED);
             }
         }
-        worker.enqueue(outcome.jobs, host::now_ms());
+        let mut outcome = outcome;
+        worker.enqueue(std::mem::take(&mut outcome.jobs), host::now_ms());
 
         if let Some(reason) = outcome.deny {
             log::info!("{}: login denied: {reason}", self.id);
@@ -389,17 +390,26 @@ impl Stream {
                 cache: false,
             };
         }
-        if outcome.id_token_claims.is_empty() {
+        let access_token = self.rewrite_access_token(worker, plugin, &response, &outcome);
+        if !outcome.changes_id_token() && access_token.is_none() {
             log::debug!("{}: token verified, no rule changed it", self.id);
             worker.metrics.count(name::UNCHANGED);
             return Decision::Forward;
         }
-        let token = match plugin.signer.resign(claims, &outcome.id_token_claims) {
-            Ok(token) => token,
-            Err(err) => return self.refuse(worker, plugin, &err),
+        let id_token = if outcome.changes_id_token() {
+            let signed =
+                plugin
+                    .signer
+                    .resign(claims, &outcome.id_token_claims, &outcome.remove_id_token);
+            match signed {
+                Ok(token) => Some(token),
+                Err(err) => return self.refuse(worker, plugin, &err),
+            }
+        } else {
+            None
         };
         let body_size = self.exchange().map_or(0, |e| e.body_size);
-        let body = response.with_id_token(token);
+        let body = response.with_tokens(id_token, access_token);
         if !host::replace_response_body(body_size, &body)
             || !host::set_response_header("content-length", &body.len().to_string())
         {
@@ -407,12 +417,60 @@ impl Stream {
             return self.refuse(worker, plugin, &err);
         }
         log::debug!(
-            "{}: id_token re-signed with {} added claims",
+            "{}: tokens re-signed: {} claims added to the id_token, {} to the access token",
             self.id,
-            outcome.id_token_claims.len()
+            outcome.id_token_claims.len(),
+            outcome.access_token_claims.len()
         );
         worker.metrics.count(name::REWRITTEN);
         Decision::Forward
+    }
+
+    /// The access token with the rules' changes, re-signed; `None` when it
+    /// does not change or cannot: an opaque token cannot carry claims, and
+    /// a JWT that does not verify is not extended (both counted).
+    fn rewrite_access_token(
+        &self,
+        worker: &Worker,
+        plugin: &Plugin,
+        response: &TokenResponse,
+        outcome: &Outcome,
+    ) -> Option<String> {
+        if !outcome.changes_access_token() {
+            return None;
+        }
+        let token = response.access_token()?;
+        let is_jwt = token.split('.').count() == 3;
+        if !is_jwt || plugin.config.access_tokens == AccessTokens::Opaque {
+            log::debug!(
+                "{}: the access token is opaque; its claim changes are skipped",
+                self.id
+            );
+            worker.metrics.count(name::ACCESS_TOKEN_OPAQUE);
+            return None;
+        }
+        let keys = worker.keys.borrow_mut().current(&plugin.config);
+        let now = host::now_unix();
+        let claims = match verify_access_token(&keys, &plugin.config.verify, token, now) {
+            Ok(claims) => claims,
+            Err(rejection) => {
+                log::warn!("{}: access token not extended: {rejection}", self.id);
+                worker.metrics.count(name::ACCESS_TOKEN_INVALID);
+                return None;
+            }
+        };
+        let signed = plugin.signer.resign(
+            &claims,
+            &outcome.access_token_claims,
+            &outcome.remove_access_token,
+        );
+        match signed {
+            Ok(token) => Some(token),
+            Err(err) => {
+                log::error!("{}: access token not extended: {err}", self.id);
+                None
+            }
+        }
     }
 
     fn report_rules(&self, worker: &Worker, outcome: &Outcome) {
@@ -427,8 +485,30 @@ impl Stream {
                     log::warn!("{}: rule {} failed: {why}", self.id, report.rule);
                     "failed"
                 }
+                RuleResult::Shadowed => "shadow",
             };
             worker.metrics.count(&name::rule(&report.rule, label));
+        }
+        for shadow in &outcome.shadows {
+            log::info!(
+                "{}: shadow rule {} would add id_token claims {:?}, access token claims {:?}, \
+                 remove {:?}, deny {:?}, call {:?}, change the record: {}",
+                self.id,
+                shadow.rule,
+                shadow.id_token_claims.keys().collect::<Vec<_>>(),
+                shadow.access_token_claims.keys().collect::<Vec<_>>(),
+                shadow.removed_claims,
+                shadow.deny,
+                shadow.calls,
+                shadow.record_changed,
+            );
+        }
+        for rule in &outcome.over_budget {
+            log::warn!(
+                "{}: rule {rule}: claims skipped, the token would pass max_claims_bytes",
+                self.id
+            );
+            worker.metrics.count(&name::rule(rule, "over_budget"));
         }
     }
 

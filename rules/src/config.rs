@@ -11,9 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::actions::{Actions, ClaimNaming, WebhookOrigins};
 use crate::claims::RESERVED_CLAIMS;
 use crate::delivery::Policy;
 use crate::error::Error;
+use crate::expr::Expr;
 use crate::steps::slack::SlackAlert;
 use crate::steps::{Builtin, OnError};
 
@@ -133,7 +135,51 @@ pub struct Rule {
     pub enabled: bool,
     /// What a failure of the rule does to the login.
     pub on_error: OnError,
+    /// The rule runs only when this is true.
+    pub when: Option<Expr>,
+    /// The rule runs only for these clients (all when empty).
+    pub clients: Vec<String>,
+    /// The rule runs only for these protocols; when empty, a default that
+    /// depends on what the rule does (see [`Rule::runs_for`]).
+    pub protocols: Vec<String>,
+    /// In shadow mode the rule is evaluated, and what it would have done
+    /// logged and counted, but nothing is changed or called.
+    pub shadow: bool,
     pub step: Step,
+}
+
+impl Rule {
+    /// Whether the rule runs for a token exchange of `protocol` (its name
+    /// or alias) by `client_id`.
+    ///
+    /// Without `protocols`: rules that only set claims or deny run on every
+    /// token issued for a user (logins, refreshes, token exchanges), so a
+    /// refreshed token keeps its claims; rules with side effects (calls,
+    /// metadata) on interactive logins only; nothing runs for client
+    /// credentials unless it lists `client_credentials`. Built-in steps
+    /// choose their logins themselves.
+    pub fn runs_for(&self, protocol: &crate::event::Protocol, client_id: Option<&str>) -> bool {
+        if !self.clients.is_empty()
+            && !client_id.is_some_and(|id| self.clients.iter().any(|c| c == id))
+        {
+            return false;
+        }
+        if !self.protocols.is_empty() {
+            return self
+                .protocols
+                .iter()
+                .any(|p| p == protocol.name() || p == protocol.alias());
+        }
+        use crate::event::Protocol::*;
+        match (&self.step, protocol) {
+            (_, ClientCredentials) => false,
+            (Step::Builtin(_), _) => true,
+            (Step::Rule(actions), _) if actions.has_side_effects() => {
+                protocol.is_interactive_login()
+            }
+            _ => true,
+        }
+    }
 }
 
 /// What a rule does.
@@ -143,6 +189,8 @@ pub enum Step {
     SetClaim { claim: String, value: ClaimValue },
     /// One of the built-in integrations.
     Builtin(Box<Builtin>),
+    /// A configured rule: claims, denial, metadata, webhook.
+    Rule(Box<Actions>),
 }
 
 /// Where the value of a claim comes from.
@@ -184,6 +232,25 @@ pub struct Config {
     pub delivery: Policy,
     /// Where step failures are reported, if anywhere.
     pub alerts: Option<SlackAlert>,
+    /// Largest claims payload (JSON bytes) a rewritten token may have; a
+    /// rule whose claims would pass it is reported and its claims skipped.
+    pub max_claims_bytes: usize,
+    /// Whether the provider's access tokens are JWTs Rulegate can extend.
+    pub access_tokens: AccessTokens,
+    /// Things worth knowing that do not stop the configuration from
+    /// loading (logged at warn by the filter, printed by `rulegate check`).
+    pub warnings: Vec<String>,
+}
+
+/// The provider's access-token format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessTokens {
+    /// JWTs: verified like the id_token (audience aside) and re-signed when
+    /// rules add claims.
+    Jwt,
+    /// Opaque strings: rules cannot add claims to them.
+    Opaque,
 }
 
 /// Where the client's address comes from.
@@ -256,6 +323,14 @@ struct RawConfig {
     alerts: Option<Value>,
     #[serde(default)]
     user_store: RawUserStore,
+    #[serde(default)]
+    allow_plain_claims: bool,
+    #[serde(default)]
+    webhook_origins: WebhookOrigins,
+    #[serde(default = "default_max_claims_bytes")]
+    max_claims_bytes: usize,
+    #[serde(default = "default_access_tokens")]
+    access_tokens: AccessTokens,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +477,12 @@ fn default_connection_config() -> Connection {
         default: default_connection(),
     }
 }
+fn default_max_claims_bytes() -> usize {
+    8 * 1024
+}
+fn default_access_tokens() -> AccessTokens {
+    AccessTokens::Jwt
+}
 fn default_call_budget_ms() -> u64 {
     3_000
 }
@@ -477,7 +558,43 @@ impl Config {
             raw.max_token_bytes,
         )?;
         let signing = validate_signing(raw.signing)?;
-        let rules = validate_rules(raw.rules, raw.namespace.as_deref(), env)?;
+        for (origin, cluster) in &raw.webhook_origins {
+            let field = format!("webhook_origins.{origin}");
+            if split_origin(origin).map(|(o, _)| o) != Some(origin.as_str()) {
+                return Err(Error::config(
+                    field,
+                    "must be an origin like https://hooks.example.com",
+                ));
+            }
+            if cluster.is_empty() {
+                return Err(Error::config(field, "must name an Envoy cluster"));
+            }
+        }
+        let naming = ClaimNaming {
+            namespace: raw.namespace.as_deref(),
+            allow_plain: raw.allow_plain_claims,
+        };
+        let rules = validate_rules(raw.rules, naming, &raw.webhook_origins, env)?;
+        if !(256..=1024 * 1024).contains(&raw.max_claims_bytes) {
+            return Err(Error::config(
+                "max_claims_bytes",
+                "must be between 256 and 1048576",
+            ));
+        }
+        let mut warnings = Vec::new();
+        if raw.access_tokens == AccessTokens::Opaque {
+            for rule in &rules {
+                if let Step::Rule(actions) = &rule.step {
+                    if !actions.access_token.is_empty() || !actions.remove_access_token.is_empty() {
+                        warnings.push(format!(
+                            "rule {} changes the access token, but access_tokens is \"opaque\": \
+                             those changes will be skipped and counted",
+                            rule.name
+                        ));
+                    }
+                }
+            }
+        }
         let alerts = match raw.alerts {
             Some(alerts) => Some(validate_alerts(alerts, env)?),
             None => None,
@@ -525,6 +642,9 @@ impl Config {
             call_budget_ms: raw.call_budget_ms,
             delivery,
             alerts,
+            max_claims_bytes: raw.max_claims_bytes,
+            access_tokens: raw.access_tokens,
+            warnings,
         })
     }
 }
@@ -680,7 +800,51 @@ struct RawRuleHead {
     enabled: bool,
     #[serde(default = "default_on_error")]
     on_error: OnError,
+    when: Option<String>,
+    #[serde(default)]
+    clients: Vec<String>,
+    #[serde(default)]
+    protocols: Vec<String>,
+    #[serde(default = "default_mode")]
+    mode: Mode,
 }
+
+#[derive(Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    Enforce,
+    Shadow,
+}
+
+fn default_mode() -> Mode {
+    Mode::Enforce
+}
+
+/// Protocol names accepted in `protocols`, with their aliases.
+const PROTOCOL_NAMES: [&str; 10] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "password",
+    "token_exchange",
+    "oidc-basic-profile",
+    "oauth2-refresh-token",
+    "oauth2-client-credentials",
+    "oauth2-password",
+    "delegation",
+];
+
+/// Fields every rule may have, whatever its type.
+pub(crate) const COMMON_RULE_FIELDS: [&str; 8] = [
+    "name",
+    "type",
+    "enabled",
+    "on_error",
+    "when",
+    "clients",
+    "protocols",
+    "mode",
+];
 
 fn default_enabled() -> bool {
     true
@@ -692,9 +856,11 @@ fn default_on_error() -> OnError {
 
 fn validate_rules(
     raw: Vec<Value>,
-    namespace: Option<&str>,
+    naming: ClaimNaming,
+    origins: &WebhookOrigins,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Rule>, Error> {
+    let namespace = naming.namespace;
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
     for (index, value) in raw.into_iter().enumerate() {
         let at = format!("rules[{index}]");
@@ -719,8 +885,29 @@ fn validate_rules(
                 "is used by an earlier rule",
             ));
         }
+        if let Some(index) = head
+            .protocols
+            .iter()
+            .position(|p| !PROTOCOL_NAMES.contains(&p.as_str()))
+        {
+            return Err(Error::config(
+                format!("{at}.protocols[{index}]"),
+                format!("unknown protocol; known: {}", PROTOCOL_NAMES.join(", ")),
+            ));
+        }
+        let when = match &head.when {
+            Some(source) => Some(Expr::compile(&format!("{at}.when"), source)?),
+            None => None,
+        };
         let step = match head.kind.as_str() {
             "set_claim" => validate_set_claim(&at, value, namespace)?,
+            "rule" => Step::Rule(Box::new(Actions::parse(
+                &at,
+                without_common(value),
+                naming,
+                origins,
+                env,
+            )?)),
             kind if Builtin::TYPES.contains(&kind) => {
                 Step::Builtin(Box::new(Builtin::parse(kind, &at, value, namespace, env)?))
             }
@@ -728,7 +915,7 @@ fn validate_rules(
                 return Err(Error::config(
                     format!("{at}.type"),
                     format!(
-                        "unknown rule type {other:?}; known: set_claim, {}",
+                        "unknown rule type {other:?}; known: rule, set_claim, {}",
                         Builtin::TYPES.join(", ")
                     ),
                 ))
@@ -738,16 +925,31 @@ fn validate_rules(
             name: head.name,
             enabled: head.enabled,
             on_error: head.on_error,
+            when,
+            clients: head.clients,
+            protocols: head.protocols,
+            shadow: head.mode == Mode::Shadow,
             step,
         });
     }
     Ok(rules)
 }
 
+/// The rule without the fields every rule has: what is left belongs to its
+/// type.
+pub(crate) fn without_common(mut value: Value) -> Value {
+    if let Some(fields) = value.as_object_mut() {
+        for common in COMMON_RULE_FIELDS {
+            fields.remove(common);
+        }
+    }
+    value
+}
+
 /// The rule with only the fields every rule has.
 fn without_fields(value: &Value) -> Value {
     let mut head = serde_json::Map::new();
-    for field in ["name", "type", "enabled", "on_error"] {
+    for field in COMMON_RULE_FIELDS {
         if let Some(v) = value.get(field) {
             head.insert(field.into(), v.clone());
         }
@@ -756,13 +958,7 @@ fn without_fields(value: &Value) -> Value {
 }
 
 fn validate_set_claim(at: &str, value: Value, namespace: Option<&str>) -> Result<Step, Error> {
-    let mut value = value;
-    if let Some(fields) = value.as_object_mut() {
-        for common in ["name", "type", "enabled", "on_error"] {
-            fields.remove(common);
-        }
-    }
-    let raw: RawSetClaim = parse_value_at(at, value)?;
+    let raw: RawSetClaim = parse_value_at(at, without_common(value))?;
     check_claim_name(&format!("{at}.claim"), &raw.claim)?;
     let namespace = check_namespace(namespace)?;
     let value = match (raw.value, raw.from_claim) {

@@ -145,6 +145,7 @@ impl LoginEvent {
             "connection": info.connection,
             "id_token": {},
             "access_token": {},
+            "webhooks": {},
         });
         LoginEvent {
             value: json!({"user": user, "context": context}),
@@ -205,6 +206,21 @@ impl LoginEvent {
     /// `user.user_metadata.<name>`.
     pub fn user_metadata(&self, name: &str) -> Option<&Value> {
         self.value["user"]["user_metadata"].get(name)
+    }
+
+    /// Records a claim an earlier rule added to the access token.
+    pub fn note_access_claim(&mut self, claim: &str, value: &Value) {
+        if let Some(claims) = self.value["context"]["access_token"].as_object_mut() {
+            claims.insert(claim.to_string(), value.clone());
+        }
+    }
+
+    /// Records the answer of a rule's awaited webhook, as
+    /// `context.webhooks.<rule>`.
+    pub fn note_webhook_answer(&mut self, rule: &str, answer: Value) {
+        if let Some(answers) = self.value["context"]["webhooks"].as_object_mut() {
+            answers.insert(rule.to_string(), answer);
+        }
     }
 
     /// Records a claim an earlier step added, for later steps to see.

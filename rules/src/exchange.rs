@@ -121,10 +121,29 @@ impl TokenResponse {
             .unwrap_or_default()
     }
 
+    /// The access token as issued, if there is one.
+    pub fn access_token(&self) -> Option<&str> {
+        self.fields.get("access_token").and_then(Value::as_str)
+    }
+
     /// The response with the id_token replaced, every other field as it was.
-    pub fn with_id_token(mut self, id_token: String) -> Vec<u8> {
-        self.fields
-            .insert("id_token".into(), Value::String(id_token));
+    pub fn with_id_token(self, id_token: String) -> Vec<u8> {
+        self.with_tokens(Some(id_token), None)
+    }
+
+    /// The response with either token replaced, every other field as it was.
+    pub fn with_tokens(
+        mut self,
+        id_token: Option<String>,
+        access_token: Option<String>,
+    ) -> Vec<u8> {
+        if let Some(token) = id_token {
+            self.fields.insert("id_token".into(), Value::String(token));
+        }
+        if let Some(token) = access_token {
+            self.fields
+                .insert("access_token".into(), Value::String(token));
+        }
         Value::Object(self.fields).to_string().into_bytes()
     }
 }

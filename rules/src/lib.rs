@@ -18,6 +18,7 @@
 //! - [`sign`]: Rulegate's key and re-signing.
 //! - [`discovery`]: the merged JWKS and the rewritten discovery document.
 
+pub mod actions;
 pub mod claims;
 pub mod config;
 pub mod delivery;
@@ -25,6 +26,7 @@ pub mod discovery;
 mod error;
 pub mod event;
 pub mod exchange;
+pub mod expr;
 pub mod http;
 pub mod pipeline;
 pub mod record;

@@ -5,21 +5,26 @@
 //! [`Pipeline::next`] what it needs. The answer is either a call to make
 //! (the login waits for it; the filter sends it and hands the answer to
 //! [`Pipeline::resume`]) or "done". [`Pipeline::finish`] then gives the
-//! [`Outcome`]: claims to add, a denial, background jobs, record changes,
-//! and a report of every rule.
+//! [`Outcome`]: claims to add or remove, a denial, background jobs, record
+//! changes, what shadow rules would have done, and a report of every rule.
 //!
-//! A failing rule is reported, alerted and, by default, does not stop the
-//! others; a rule configured with `on_error: deny` denies the login instead.
-//! Awaited calls share one time budget per login: once it is used up, the
-//! remaining awaited calls are skipped and reported, and the login
-//! completes.
+//! For each rule, in order: is it enabled; does it apply to this client and
+//! protocol; is its `when` true; then it runs, or, in shadow mode, runs on
+//! a scratch copy whose effects are reported and dropped. A failing rule
+//! (a service error, an expression that cannot be evaluated) is reported,
+//! alerted and, by default, does not stop the others; `on_error: deny`
+//! denies the login instead. Awaited calls share one time budget per login:
+//! once it is used up, the remaining awaited calls are skipped and
+//! reported, and the login completes.
 
 use serde_json::{Map, Value};
 
+use crate::actions::{Actions, Webhook};
 use crate::claims::VerifiedClaims;
 use crate::config::{ClaimValue, Config, Rule, Step};
 use crate::delivery::Job;
 use crate::event::LoginEvent;
+use crate::expr::Scope;
 use crate::http::{Answer, Request};
 use crate::record::RecordChange;
 use crate::steps::{Effects, OnError, Start};
@@ -30,6 +35,8 @@ pub enum RuleResult {
     Ran,
     Skipped(String),
     Failed(String),
+    /// A shadow rule ran; nothing it decided was applied.
+    Shadowed,
 }
 
 /// One rule's line in the report.
@@ -39,11 +46,29 @@ pub struct Report {
     pub result: RuleResult,
 }
 
+/// What a shadow rule would have done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShadowReport {
+    pub rule: String,
+    pub id_token_claims: Map<String, Value>,
+    pub access_token_claims: Map<String, Value>,
+    pub removed_claims: Vec<String>,
+    pub deny: Option<String>,
+    /// The calls it would have made (their targets, no secrets).
+    pub calls: Vec<String>,
+    pub record_changed: bool,
+}
+
 /// What the rules decided for one token exchange.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Claims to add to the id_token, by full (namespaced) name.
+    /// Claims to add to the id_token, by full name.
     pub id_token_claims: Map<String, Value>,
+    /// Claims to add to the access token.
+    pub access_token_claims: Map<String, Value>,
+    /// Claims to remove from each token.
+    pub remove_id_token: Vec<String>,
+    pub remove_access_token: Vec<String>,
     /// The reason the login is denied, if it is.
     pub deny: Option<String>,
     /// Deliveries for the outbox (alerts included).
@@ -51,12 +76,20 @@ pub struct Outcome {
     /// Changes to the user's record.
     pub record: RecordChange,
     pub reports: Vec<Report>,
+    pub shadows: Vec<ShadowReport>,
+    /// Rules whose claims were skipped for the token size budget.
+    pub over_budget: Vec<String>,
 }
 
 impl Outcome {
-    /// Whether the token must be rewritten and re-signed.
-    pub fn changes_token(&self) -> bool {
-        !self.id_token_claims.is_empty()
+    /// Whether the id_token must be rewritten and re-signed.
+    pub fn changes_id_token(&self) -> bool {
+        !self.id_token_claims.is_empty() || !self.remove_id_token.is_empty()
+    }
+
+    /// Whether the access token must be rewritten and re-signed.
+    pub fn changes_access_token(&self) -> bool {
+        !self.access_token_claims.is_empty() || !self.remove_access_token.is_empty()
     }
 }
 
@@ -69,6 +102,16 @@ pub enum Next {
     Done,
 }
 
+/// What a configured rule's actions produced.
+#[derive(Default)]
+struct RuleEffects {
+    effects: Effects,
+    access_token_claims: Map<String, Value>,
+    remove_id_token: Vec<String>,
+    remove_access_token: Vec<String>,
+    deny: Option<String>,
+}
+
 /// The rules running against one login.
 pub struct Pipeline {
     event: LoginEvent,
@@ -78,11 +121,16 @@ pub struct Pipeline {
     waiting: Option<usize>,
     budget_ends_ms: u64,
     now_unix: u64,
-    effects: Effects,
-    deny: Option<String>,
+    /// The expression scope, rebuilt when the event changed.
+    scope: Option<Scope>,
+    out: RuleEffects,
     reports: Vec<Report>,
+    shadows: Vec<ShadowReport>,
+    over_budget: Vec<String>,
     /// Failures to alert: (rule, failure).
     alerts: Vec<(String, String)>,
+    /// Size of the verified claims as JSON, for the budget.
+    base_claims_bytes: usize,
 }
 
 impl Pipeline {
@@ -94,6 +142,7 @@ impl Pipeline {
         claims: VerifiedClaims,
         now_ms: u64,
     ) -> Pipeline {
+        let base_claims_bytes = Value::Object(claims.as_map().clone()).to_string().len();
         Pipeline {
             event,
             claims,
@@ -101,10 +150,13 @@ impl Pipeline {
             waiting: None,
             budget_ends_ms: now_ms + config.call_budget_ms,
             now_unix: now_ms / 1000,
-            effects: Effects::default(),
-            deny: None,
+            scope: None,
+            out: RuleEffects::default(),
             reports: Vec::new(),
+            shadows: Vec::new(),
+            over_budget: Vec::new(),
             alerts: Vec::new(),
+            base_claims_bytes,
         }
     }
 
@@ -123,20 +175,25 @@ impl Pipeline {
         if self.waiting.is_some() {
             return Next::Done;
         }
-        while self.deny.is_none() {
+        while self.out.deny.is_none() {
             let Some(rule) = config.rules.get(self.next_rule) else {
                 break;
             };
             let index = self.next_rule;
             self.next_rule += 1;
-            if !rule.enabled {
-                self.report(rule, RuleResult::Skipped("disabled".into()));
+            if let Some(reason) = self.why_not(rule) {
+                self.report(rule, RuleResult::Skipped(reason));
                 continue;
             }
+            if rule.shadow {
+                self.shadow(config, rule);
+                continue;
+            }
+            let before = self.claims_snapshot();
             match self.start(rule) {
-                Start::Skip(reason) => self.report(rule, RuleResult::Skipped(reason.into())),
-                Start::Done => self.report(rule, RuleResult::Ran),
-                Start::Await(request) => {
+                Ok(Start::Skip(reason)) => self.report(rule, RuleResult::Skipped(reason.into())),
+                Ok(Start::Done) => self.finish_rule(config, rule, before),
+                Ok(Start::Await(request)) => {
                     let left = self.budget_ends_ms.saturating_sub(now_ms);
                     if left == 0 {
                         let reason = "the time budget for awaited calls is used up";
@@ -150,6 +207,7 @@ impl Pipeline {
                         ..request
                     });
                 }
+                Err(failure) => self.fail(config, rule, failure),
             }
         }
         Next::Done
@@ -163,23 +221,30 @@ impl Pipeline {
         let Some(rule) = config.rules.get(index) else {
             return;
         };
-        let before = self.effects.id_token_claims.len();
+        let before = self.claims_snapshot();
         let result = match &rule.step {
-            Step::Builtin(step) => step.on_answer(&self.event, answer, &mut self.effects),
+            Step::Builtin(step) => step.on_answer(&self.event, answer, &mut self.out.effects),
+            Step::Rule(_) => {
+                self.event
+                    .note_webhook_answer(&rule.name, Webhook::answer_value(answer));
+                self.scope = None;
+                if answer.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("webhook answered {}", answer.summary()))
+                }
+            }
             Step::SetClaim { .. } => Ok(()),
         };
         match result {
-            Ok(()) => {
-                self.note_new_claims(before);
-                self.report(rule, RuleResult::Ran);
-            }
+            Ok(()) => self.finish_rule(config, rule, before),
             Err(failure) => self.fail(config, rule, failure),
         }
     }
 
     /// The outcome, with alerts for every failed rule.
     pub fn finish(self, config: &Config) -> Outcome {
-        let mut jobs = self.effects.jobs;
+        let mut jobs = self.out.effects.jobs;
         if let Some(alerts) = &config.alerts {
             jobs.extend(
                 self.alerts
@@ -188,63 +253,224 @@ impl Pipeline {
             );
         }
         Outcome {
-            id_token_claims: self.effects.id_token_claims,
-            deny: self.deny,
+            id_token_claims: self.out.effects.id_token_claims,
+            access_token_claims: self.out.access_token_claims,
+            remove_id_token: self.out.remove_id_token,
+            remove_access_token: self.out.remove_access_token,
+            deny: self.out.deny,
             jobs,
-            record: self.effects.record,
+            record: self.out.effects.record,
             reports: self.reports,
+            shadows: self.shadows,
+            over_budget: self.over_budget,
         }
     }
 
-    fn start(&mut self, rule: &Rule) -> Start {
+    /// Why `rule` does not run for this login, if it does not.
+    fn why_not(&mut self, rule: &Rule) -> Option<String> {
+        if !rule.enabled {
+            return Some("disabled".into());
+        }
+        let client_id = self.event.context_str("client_id").map(str::to_string);
+        if !rule.runs_for(&self.event.protocol, client_id.as_deref()) {
+            return Some(format!(
+                "does not run for this client or protocol ({})",
+                self.event.protocol.name()
+            ));
+        }
+        let when = rule.when.as_ref()?;
+        match when.eval_bool(self.scope()) {
+            Ok(true) => None,
+            Ok(false) => Some("condition is false".into()),
+            Err(err) => Some(format!("condition could not be evaluated: {err}")),
+        }
+    }
+
+    fn scope(&mut self) -> &Scope {
+        self.scope
+            .get_or_insert_with(|| Scope::new(self.event.as_value()))
+    }
+
+    /// Begins a rule, applying its effects to `self.out`.
+    fn start(&mut self, rule: &Rule) -> Result<Start, String> {
         match &rule.step {
-            Step::SetClaim { claim, value } => {
-                let value = match value {
-                    ClaimValue::Fixed(value) => Some(value.clone()),
-                    ClaimValue::FromClaim(source) => self
-                        .effects
-                        .id_token_claims
-                        .get(source)
-                        .or_else(|| self.claims.get(source))
-                        .cloned(),
-                };
-                let Some(value) = value else {
-                    return Start::Skip("the source claim is absent");
-                };
-                if self.claims.get(claim) == Some(&value) {
-                    return Start::Skip("the token already has this claim");
-                }
-                self.event.note_claim(claim, &value);
-                self.effects.id_token_claims.insert(claim.clone(), value);
-                Start::Done
-            }
+            Step::SetClaim { claim, value } => Ok(self.set_claim(claim, value)),
             Step::Builtin(step) => {
-                let before = self.effects.id_token_claims.len();
-                let start = step.start(&rule.name, &self.event, self.now_unix, &mut self.effects);
-                self.note_new_claims(before);
-                start
+                let now = self.now_unix;
+                Ok(step.start(&rule.name, &self.event, now, &mut self.out.effects))
+            }
+            Step::Rule(actions) => self.run_actions(&rule.name, actions),
+        }
+    }
+
+    fn set_claim(&mut self, claim: &str, value: &ClaimValue) -> Start {
+        let value = match value {
+            ClaimValue::Fixed(value) => Some(value.clone()),
+            ClaimValue::FromClaim(source) => self
+                .out
+                .effects
+                .id_token_claims
+                .get(source)
+                .or_else(|| self.claims.get(source))
+                .cloned(),
+        };
+        let Some(value) = value else {
+            return Start::Skip("the source claim is absent");
+        };
+        if self.claims.get(claim) == Some(&value) {
+            return Start::Skip("the token already has this claim");
+        }
+        self.out
+            .effects
+            .id_token_claims
+            .insert(claim.to_string(), value);
+        Start::Done
+    }
+
+    /// Evaluates every expression of a configured rule first, so that an
+    /// error leaves nothing half applied; then applies them.
+    fn run_actions(&mut self, rule: &str, actions: &Actions) -> Result<Start, String> {
+        let now = self.now_unix;
+        let scope = self
+            .scope
+            .take()
+            .unwrap_or_else(|| Scope::new(self.event.as_value()));
+        let evaluated = evaluate_actions(rule, actions, &self.event, &scope, now);
+        self.scope = Some(scope);
+        let (id_claims, access_claims, deny, app, user, webhook) = evaluated?;
+
+        self.out.effects.id_token_claims.extend(id_claims);
+        self.out.access_token_claims.extend(access_claims);
+        self.out
+            .remove_id_token
+            .extend(actions.remove_id_token.iter().cloned());
+        self.out
+            .remove_access_token
+            .extend(actions.remove_access_token.iter().cloned());
+        self.out.effects.record.app_metadata.extend(app);
+        self.out.effects.record.user_metadata.extend(user);
+        if deny.is_some() {
+            self.out.deny = deny;
+        }
+        match (webhook, &actions.webhook) {
+            (Some(request), Some(hook)) if hook.awaited => Ok(Start::Await(request)),
+            (Some(request), Some(hook)) => {
+                self.out
+                    .effects
+                    .jobs
+                    .push(hook.job(rule, &self.event, request));
+                Ok(Start::Done)
+            }
+            _ => Ok(Start::Done),
+        }
+    }
+
+    /// Runs a shadow rule on a scratch copy and reports what it would have
+    /// done.
+    fn shadow(&mut self, config: &Config, rule: &Rule) {
+        let saved = std::mem::take(&mut self.out);
+        let mut calls = Vec::new();
+        let result = match self.start(rule) {
+            Ok(Start::Await(request)) => {
+                calls.push(request.target.clone());
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(failure) => Err(failure),
+        };
+        let scratch = std::mem::replace(&mut self.out, saved);
+        calls.extend(
+            scratch
+                .effects
+                .jobs
+                .iter()
+                .map(|job| format!("{} ({})", job.service, job.step)),
+        );
+        let report = ShadowReport {
+            rule: rule.name.clone(),
+            id_token_claims: scratch.effects.id_token_claims,
+            access_token_claims: scratch.access_token_claims,
+            removed_claims: [scratch.remove_id_token, scratch.remove_access_token].concat(),
+            deny: scratch.deny,
+            calls,
+            record_changed: !scratch.effects.record.is_empty(),
+        };
+        self.shadows.push(report);
+        match result {
+            Ok(()) => self.report(rule, RuleResult::Shadowed),
+            Err(failure) => {
+                let failure = mask_secrets(config, &failure);
+                self.report(rule, RuleResult::Failed(format!("(shadow) {failure}")));
             }
         }
     }
 
-    /// Lets later rules see the claims that the last rule added.
-    fn note_new_claims(&mut self, before: usize) {
+    fn claims_snapshot(&self) -> (Map<String, Value>, Map<String, Value>) {
+        (
+            self.out.effects.id_token_claims.clone(),
+            self.out.access_token_claims.clone(),
+        )
+    }
+
+    /// A rule's work is done: hold its claims to the size budget, show them
+    /// to later rules, report it.
+    fn finish_rule(
+        &mut self,
+        config: &Config,
+        rule: &Rule,
+        before: (Map<String, Value>, Map<String, Value>),
+    ) {
+        let size = |added: &Map<String, Value>| -> usize {
+            added
+                .iter()
+                .map(|(name, value)| name.len() + value.to_string().len() + 4)
+                .sum::<usize>()
+        };
+        let id_size = self.base_claims_bytes + size(&self.out.effects.id_token_claims);
+        let access_size = self.base_claims_bytes + size(&self.out.access_token_claims);
+        if id_size > config.max_claims_bytes || access_size > config.max_claims_bytes {
+            self.out.effects.id_token_claims = before.0;
+            self.out.access_token_claims = before.1;
+            self.over_budget.push(rule.name.clone());
+            let reason = format!(
+                "its claims would make the token {} bytes, over max_claims_bytes ({})",
+                id_size.max(access_size),
+                config.max_claims_bytes
+            );
+            self.report(rule, RuleResult::Skipped(reason));
+            return;
+        }
         let added: Vec<(String, Value)> = self
+            .out
             .effects
             .id_token_claims
             .iter()
-            .skip(before)
+            .filter(|(name, value)| before.0.get(*name) != Some(*value))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        for (name, value) in added {
-            self.event.note_claim(&name, &value);
+        let access: Vec<(String, Value)> = self
+            .out
+            .access_token_claims
+            .iter()
+            .filter(|(name, value)| before.1.get(*name) != Some(*value))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        for (name, value) in &added {
+            self.event.note_claim(name, value);
         }
+        for (name, value) in &access {
+            self.event.note_access_claim(name, value);
+        }
+        if !added.is_empty() || !access.is_empty() {
+            self.scope = None;
+        }
+        self.report(rule, RuleResult::Ran);
     }
 
     fn fail(&mut self, config: &Config, rule: &Rule, failure: String) {
         let failure = mask_secrets(config, &failure);
         if rule.on_error == OnError::Deny {
-            self.deny = Some(format!("{} failed", rule.name));
+            self.out.deny = Some(format!("{} failed", rule.name));
         }
         self.alerts.push((rule.name.clone(), failure.clone()));
         self.report(rule, RuleResult::Failed(failure));
@@ -258,16 +484,69 @@ impl Pipeline {
     }
 }
 
+/// The values of a configured rule's actions.
+type Evaluated = (
+    Map<String, Value>,
+    Map<String, Value>,
+    Option<String>,
+    Map<String, Value>,
+    Map<String, Value>,
+    Option<Request>,
+);
+
+fn evaluate_actions(
+    rule: &str,
+    actions: &Actions,
+    event: &LoginEvent,
+    scope: &Scope,
+    now_unix: u64,
+) -> Result<Evaluated, String> {
+    let eval_all = |pairs: &[(String, crate::expr::Expr)]| -> Result<Map<String, Value>, String> {
+        pairs
+            .iter()
+            .map(|(name, expr)| Ok((name.clone(), expr.eval(scope)?)))
+            .collect()
+    };
+    let id_claims = eval_all(&actions.id_token)?;
+    let access_claims = eval_all(&actions.access_token)?;
+    let deny = match &actions.deny {
+        Some(expr) => match expr.eval(scope)? {
+            Value::String(reason) => Some(reason),
+            other => {
+                return Err(format!(
+                    "{}: gave {other}, not a reason string",
+                    expr.source()
+                ))
+            }
+        },
+        None => None,
+    };
+    let app = eval_all(&actions.app_metadata)?;
+    let user = eval_all(&actions.user_metadata)?;
+    let webhook = match &actions.webhook {
+        Some(hook) => Some(hook.request(rule, event, scope, now_unix)?),
+        None => None,
+    };
+    Ok((id_claims, access_claims, deny, app, user, webhook))
+}
+
 /// `text` with every configured secret replaced by `***`: a service that
 /// echoes a key in its error must not get it into an alert or a log.
 pub fn mask_secrets(config: &Config, text: &str) -> String {
     let mut masked = text.to_string();
     for rule in &config.rules {
-        if let Step::Builtin(step) = &rule.step {
-            for secret in step.secrets() {
-                if secret.expose().len() >= 4 {
-                    masked = masked.replace(secret.expose(), "***");
-                }
+        let secrets = match &rule.step {
+            Step::Builtin(step) => step.secrets(),
+            Step::Rule(actions) => actions
+                .webhook
+                .iter()
+                .filter_map(|hook| hook.signing_key.as_ref().map(|(secret, _)| secret))
+                .collect(),
+            Step::SetClaim { .. } => Vec::new(),
+        };
+        for secret in secrets {
+            if secret.expose().len() >= 4 {
+                masked = masked.replace(secret.expose(), "***");
             }
         }
     }

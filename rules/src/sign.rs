@@ -81,7 +81,7 @@ impl Signer {
         &self.public_jwk
     }
 
-    /// Signs `claims` plus `added` as a new token.
+    /// Signs `claims` without `removed` and with `added` as a new token.
     ///
     /// Every claim of the original token is kept as it was; `added` never
     /// holds a reserved claim (the configuration refuses those).
@@ -89,8 +89,12 @@ impl Signer {
         &self,
         claims: &VerifiedClaims,
         added: &Map<String, Value>,
+        removed: &[String],
     ) -> Result<String, Error> {
         let mut all = claims.as_map().clone();
+        for name in removed {
+            all.shift_remove(name);
+        }
         for (name, value) in added {
             all.insert(name.clone(), value.clone());
         }

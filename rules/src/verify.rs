@@ -201,7 +201,7 @@ fn public_members(jwk: &Value) -> Value {
     Value::Object(kept)
 }
 
-/// Verifies `token`, issued to `client_id`, at Unix time `now`.
+/// Verifies the id_token `token`, issued to `client_id`, at Unix time `now`.
 ///
 /// The accepted audiences are `client_id` and the configured `audiences`.
 pub fn verify(
@@ -210,6 +210,34 @@ pub fn verify(
     token: &str,
     client_id: Option<&str>,
     now: u64,
+) -> Result<VerifiedClaims, Rejection> {
+    let options = verification_options(policy, client_id, now)?;
+    let claims = verify_with(keys, policy, token, options)?;
+    if !claims.get("sub").is_some_and(Value::is_string) {
+        return Err(Rejection::MissingClaim("sub"));
+    }
+    Ok(claims)
+}
+
+/// Verifies a JWT access token at Unix time `now`: issuer, signature and
+/// lifetime as for the id_token. Its audience is the API it is for, which
+/// only that API can judge, so any audience is accepted.
+pub fn verify_access_token(
+    keys: &ProviderKeys,
+    policy: &VerifyPolicy,
+    token: &str,
+    now: u64,
+) -> Result<VerifiedClaims, Rejection> {
+    let mut options = verification_options(policy, Some("any"), now)?;
+    options.allowed_audiences = None;
+    verify_with(keys, policy, token, options)
+}
+
+fn verify_with(
+    keys: &ProviderKeys,
+    policy: &VerifyPolicy,
+    token: &str,
+    options: VerificationOptions,
 ) -> Result<VerifiedClaims, Rejection> {
     if token.len() > policy.max_token_bytes {
         return Err(Rejection::TooLong);
@@ -220,7 +248,6 @@ pub fn verify(
         .ok_or_else(|| Rejection::AlgorithmNotAllowed(metadata.algorithm().to_string()))?;
     let candidates = candidate_keys(keys, algorithm, metadata.key_id())?;
 
-    let options = verification_options(policy, client_id, now)?;
     let mut last = Rejection::BadSignature;
     for key in candidates {
         match check_signature_and_claims(&key.verifier, token, options.clone()) {
@@ -282,6 +309,7 @@ fn check_signature_and_claims(
     options: VerificationOptions,
 ) -> Result<(), Rejection> {
     type Claims = JWTClaims<NoCustomClaims>;
+    let options_checked_audience = options.allowed_audiences.is_some();
     let options = Some(options);
     let result: Result<Claims, jwt_simple::Error> = match verifier {
         KeyVerifier::Rs256(key) => key.verify_token(token, options),
@@ -299,7 +327,7 @@ fn check_signature_and_claims(
     if claims.expires_at.is_none() {
         return Err(Rejection::MissingClaim("exp"));
     }
-    if claims.audiences.is_none() {
+    if claims.audiences.is_none() && options_checked_audience {
         return Err(Rejection::WrongAudience);
     }
     Ok(())
@@ -333,8 +361,5 @@ fn decode_claims(token: &str) -> Result<VerifiedClaims, Rejection> {
         .map_err(|_| Rejection::Malformed)?;
     let claims: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)?;
-    if !claims.get("sub").is_some_and(Value::is_string) {
-        return Err(Rejection::MissingClaim("sub"));
-    }
     Ok(VerifiedClaims(claims))
 }

@@ -300,13 +300,7 @@ fn endpoint(
 /// Parses the step-specific fields, with the common ones (`name`, `type`,
 /// `enabled`, `on_error`) removed first.
 fn parse_fields<T: serde::de::DeserializeOwned>(at: &str, value: Value) -> Result<T, Error> {
-    let mut value = value;
-    if let Some(fields) = value.as_object_mut() {
-        for common in ["name", "type", "enabled", "on_error", "when"] {
-            fields.remove(common);
-        }
-    }
-    parse_value_at(at, value)
+    parse_value_at(at, crate::config::without_common(value))
 }
 
 /// The user's display name: `name`, else the email, else the user id.
@@ -326,7 +320,7 @@ pub(crate) fn iso8601(unix: u64) -> String {
 }
 
 /// A stable id for one login of one user, for services that deduplicate.
-pub(crate) fn login_id(event: &LoginEvent, purpose: &str) -> String {
+pub fn login_id(event: &LoginEvent, purpose: &str) -> String {
     use sha2::{Digest, Sha256};
     let seed = format!("{purpose}\n{}\n{}", event.user_id(), event.logins_count());
     let digest = Sha256::digest(seed.as_bytes());
