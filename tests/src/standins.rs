@@ -147,7 +147,7 @@ pub const FULLCONTACT_UNKNOWN_PREFIX: &str = "unknown";
 /// The names records carry and scripts and outages target. `salesforce`
 /// covers both Salesforce endpoints; `salesforce_token` and
 /// `salesforce_lead` one each.
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 10] = [
     "slack",
     "slack_alert",
     "segment",
@@ -157,6 +157,7 @@ pub const SERVICES: [&str; 9] = [
     "salesforce_token",
     "salesforce_lead",
     "fullcontact",
+    "webhook",
 ];
 
 /// Where the control API lives; requests under it are never recorded.
@@ -860,6 +861,8 @@ enum Route {
     /// Under `/services/data/`: the Lead endpoint or a wrong path.
     SalesforceData,
     FullContact,
+    /// A team's own webhook endpoint (configured rules), under `/webhooks/`.
+    Webhook,
     Unknown,
 }
 
@@ -885,6 +888,8 @@ impl Route {
             Route::Zapier
         } else if path.starts_with("/v3/") || path.starts_with("/v2/") {
             Route::FullContact
+        } else if path.starts_with("/webhooks/") {
+            Route::Webhook
         } else {
             Route::Unknown
         }
@@ -899,6 +904,7 @@ impl Route {
             Route::Zapier => "zapier",
             Route::SalesforceToken | Route::SalesforceData => "salesforce",
             Route::FullContact => "fullcontact",
+            Route::Webhook => "webhook",
             Route::Unknown => "unknown",
         }
     }
@@ -925,6 +931,7 @@ fn check(route: Route, inbound: &Inbound, state: &State, base_url: &str) -> Verd
         Route::SalesforceToken => salesforce_token(inbound, base_url),
         Route::SalesforceData => salesforce_lead(inbound, state),
         Route::FullContact => fullcontact(inbound),
+        Route::Webhook => webhook(inbound),
         Route::Unknown => Err(Verdict::refuse(
             Answer::text(404, "no stand-in serves this path"),
             format!("no stand-in serves {} {}", inbound.method, inbound.path),
@@ -1430,6 +1437,44 @@ fn zapier(inbound: &Inbound) -> Checked {
         "status": "success",
     });
     Ok(Verdict::accept(Answer::json(200, &answer)).with_problems(problems))
+}
+
+// ---------------------------------------------------------------------------
+// A team's own webhook, signed per Standard Webhooks.
+// ---------------------------------------------------------------------------
+
+/// The secret the webhook stand-in verifies signatures with.
+pub const WEBHOOK_SECRET: &str = "whsec_cnVsZWdhdGUtd2ViaG9vay10ZXN0LXNlY3JldA==";
+
+/// Accepts a JSON POST; when it carries Standard Webhooks headers, the
+/// signature must verify with [`WEBHOOK_SECRET`] over
+/// `{webhook-id}.{webhook-timestamp}.{body}`, else 401. Answers
+/// `{"received": true, "tier": "gold"}`, which awaited webhooks hand to
+/// later rules.
+fn webhook(inbound: &Inbound) -> Checked {
+    require_post(inbound)?;
+    if inbound.json.is_none() {
+        return Err(Verdict::refuse(
+            Answer::json(400, &json!({"error": "body is not JSON"})),
+            "the body is not JSON",
+        ));
+    }
+    if let Some(signature) = inbound.headers.get("webhook-signature") {
+        let id = inbound.headers.get("webhook-id").cloned().unwrap_or_default();
+        let timestamp = inbound.headers.get("webhook-timestamp").cloned().unwrap_or_default();
+        let key = STANDARD
+            .decode(WEBHOOK_SECRET.trim_start_matches("whsec_"))
+            .unwrap_or_default();
+        let signed = format!("{id}.{timestamp}.{}", inbound.body);
+        let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(&key, signed.as_bytes())));
+        if !signature.split(' ').any(|candidate| candidate == expected) {
+            return Err(Verdict::refuse(
+                Answer::json(401, &json!({"error": "bad signature"})),
+                "webhook-signature does not verify",
+            ));
+        }
+    }
+    Ok(Verdict::accept(Answer::json(200, &json!({"received": true, "tier": "gold"}))))
 }
 
 // ---------------------------------------------------------------------------
