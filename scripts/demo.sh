@@ -40,6 +40,7 @@ export KEEN_WRITE_KEY=keen-write-key
 export ZAPIER_HOOK_URL=https://hooks.zapier.com/hooks/catch/123456/rulegate/
 export SALESFORCE_CLIENT_ID=sf-client-id
 export SALESFORCE_CLIENT_SECRET=sf-client-secret
+export WEBHOOK_SIGNING_SECRET=whsec_cnVsZWdhdGUtd2ViaG9vay10ZXN0LXNlY3JldA==
 
 target/debug/standins --port 4000 >"$state/standins.log" 2>&1 &
 pids+=($!)

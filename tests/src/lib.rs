@@ -113,6 +113,7 @@ pub fn service_environment() -> Vec<(&'static str, String)> {
         ),
         ("SALESFORCE_CLIENT_ID", SALESFORCE_CLIENT_ID.into()),
         ("SALESFORCE_CLIENT_SECRET", SALESFORCE_CLIENT_SECRET.into()),
+        ("WEBHOOK_SIGNING_SECRET", WEBHOOK_SECRET.into()),
     ]
 }
 
@@ -283,7 +284,11 @@ impl Stack {
 
     /// A Rulegate counter, as Envoy reports it (0 when never incremented).
     pub fn counter(&self, name: &str) -> u64 {
-        let stat = format!("wasmcustom.rulegate.{name}");
+        self.stat(&format!("wasmcustom.rulegate.{name}"))
+    }
+
+    /// Any Envoy stat by its full name (0 when Envoy has not created it).
+    pub fn stat(&self, stat: &str) -> u64 {
         let url = format!("{}/stats?filter=^{}$", self.admin, stat.replace('.', "\\."));
         let text = agent()
             .get(&url)

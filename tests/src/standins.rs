@@ -1460,13 +1460,24 @@ fn webhook(inbound: &Inbound) -> Checked {
         ));
     }
     if let Some(signature) = inbound.headers.get("webhook-signature") {
-        let id = inbound.headers.get("webhook-id").cloned().unwrap_or_default();
-        let timestamp = inbound.headers.get("webhook-timestamp").cloned().unwrap_or_default();
+        let id = inbound
+            .headers
+            .get("webhook-id")
+            .cloned()
+            .unwrap_or_default();
+        let timestamp = inbound
+            .headers
+            .get("webhook-timestamp")
+            .cloned()
+            .unwrap_or_default();
         let key = STANDARD
             .decode(WEBHOOK_SECRET.trim_start_matches("whsec_"))
             .unwrap_or_default();
         let signed = format!("{id}.{timestamp}.{}", inbound.body);
-        let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(&key, signed.as_bytes())));
+        let expected = format!(
+            "v1,{}",
+            STANDARD.encode(hmac_sha256(&key, signed.as_bytes()))
+        );
         if !signature.split(' ').any(|candidate| candidate == expected) {
             return Err(Verdict::refuse(
                 Answer::json(401, &json!({"error": "bad signature"})),
@@ -1474,7 +1485,10 @@ fn webhook(inbound: &Inbound) -> Checked {
             ));
         }
     }
-    Ok(Verdict::accept(Answer::json(200, &json!({"received": true, "tier": "gold"}))))
+    Ok(Verdict::accept(Answer::json(
+        200,
+        &json!({"received": true, "tier": "gold"}),
+    )))
 }
 
 // ---------------------------------------------------------------------------
