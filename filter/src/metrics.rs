@@ -20,8 +20,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Defines the metrics whose names are fixed, so that they show (at 0)
+    /// before anything happens; the labelled ones appear on first use.
     pub fn new() -> Metrics {
-        Metrics::default()
+        let metrics = Metrics::default();
+        for counter in name::FIXED_COUNTERS {
+            metrics.id(MetricType::Counter, counter);
+        }
+        metrics.id(MetricType::Gauge, name::OUTBOX_DEPTH);
+        metrics.id(MetricType::Histogram, name::PROCESSING_US);
+        metrics
     }
 
     /// Adds one to the counter `name`.
@@ -80,6 +88,26 @@ pub mod name {
     /// In-filter time of a token exchange, in microseconds, waiting for
     /// calls and keys excluded.
     pub const PROCESSING_US: &str = "rulegate.token_exchange.processing_us";
+
+    /// The counters with fixed names.
+    pub const FIXED_COUNTERS: [&str; 16] = [
+        REWRITTEN,
+        UNCHANGED,
+        PASSED_THROUGH,
+        REJECTED,
+        DENIED,
+        INVALID_TOKEN,
+        JWKS_LOADED,
+        JWKS_FAILED,
+        JWKS_SERVED,
+        DISCOVERY_REWRITTEN,
+        FIRST_LOGINS,
+        STORE_FAILED,
+        RETRIES,
+        DROPS,
+        ACCESS_TOKEN_OPAQUE,
+        ACCESS_TOKEN_INVALID,
+    ];
 
     /// Token exchanges by protocol.
     pub fn protocol(protocol: &str) -> String {

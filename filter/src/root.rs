@@ -253,18 +253,18 @@ impl RootContext for Root {
             log::warn!("rulegate configuration: {warning}");
         }
         match &self.worker {
-            Some(worker) => worker
-                .outbox
-                .borrow_mut()
-                .reconfigure(config.delivery.clone(), config.alerts.clone()),
+            Some(worker) => {
+                let mut outbox = worker.outbox.borrow_mut();
+                outbox.reconfigure(config.delivery.clone(), config.alerts.clone());
+                outbox.mask_secrets(config.secret_values());
+            }
             None => {
+                let mut outbox = Outbox::new(config.delivery.clone(), config.alerts.clone());
+                outbox.mask_secrets(config.secret_values());
                 self.worker = Some(Rc::new(Worker {
                     keys: RefCell::new(KeyCache::new()),
                     metrics: Metrics::new(),
-                    outbox: RefCell::new(Outbox::new(
-                        config.delivery.clone(),
-                        config.alerts.clone(),
-                    )),
+                    outbox: RefCell::new(outbox),
                     store: EmbeddedStore,
                 }));
             }

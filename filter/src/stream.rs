@@ -22,6 +22,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 use rules::claims::VerifiedClaims;
 use rules::config::{AccessTokens, InvalidTokenPolicy};
+use rules::delivery::Work;
 use rules::discovery::{merged_jwks, rewrite_discovery};
 use rules::event::{client_ip, LoginEvent, LoginInfo, Protocol};
 use rules::exchange::{TokenRequest, TokenResponse};
@@ -371,14 +372,23 @@ impl Stream {
         outcome: Outcome,
     ) -> Decision {
         self.report_rules(worker, &outcome);
+        let mut outcome = outcome;
+        let mut jobs = std::mem::take(&mut outcome.jobs);
         if !outcome.record.is_empty() {
-            if let Err(err) = record::update(&worker.store, claims.subject(), &outcome.record) {
-                log::error!("{}: failed to save the user's record: {err}", self.id);
-                worker.metrics.count(name::STORE_FAILED);
+            match record::update(&worker.store, claims.subject(), &outcome.record) {
+                // Of two logins racing to queue the user's lead, the one the
+                // store recorded sends it.
+                Ok(stored) => jobs.retain(|job| match &job.work {
+                    Work::Lead(lead) => stored.lead_queued_by == Some(lead.queued_by()),
+                    Work::Send(_) => true,
+                }),
+                Err(err) => {
+                    log::error!("{}: failed to save the user's record: {err}", self.id);
+                    worker.metrics.count(name::STORE_FAILED);
+                }
             }
         }
-        let mut outcome = outcome;
-        worker.enqueue(std::mem::take(&mut outcome.jobs), host::now_ms());
+        worker.enqueue(jobs, host::now_ms());
 
         if let Some(reason) = outcome.deny {
             log::info!("{}: login denied: {reason}", self.id);

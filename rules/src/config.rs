@@ -506,6 +506,43 @@ fn default_outbox_size() -> usize {
 const SIGNING_ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
 
 impl Config {
+    /// Every secret of the configuration as it could show up in text: the
+    /// value itself, its HTTP Basic form, and for secret URLs their path.
+    /// Used to mask answers before they reach a log line or an alert.
+    pub fn secret_values(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let mut secrets: Vec<&crate::steps::Secret> = Vec::new();
+        for rule in &self.rules {
+            match &rule.step {
+                Step::Builtin(step) => secrets.extend(step.secrets()),
+                Step::Rule(actions) => secrets.extend(
+                    actions
+                        .webhook
+                        .iter()
+                        .filter_map(|hook| hook.signing_key.as_ref().map(|(secret, _)| secret)),
+                ),
+                Step::SetClaim { .. } => {}
+            }
+        }
+        if let Some(alerts) = &self.alerts {
+            secrets.push(&alerts.webhook.secret);
+        }
+        let mut values = Vec::new();
+        for secret in secrets {
+            let value = secret.expose();
+            values.push(value.to_string());
+            values.push(base64::engine::general_purpose::STANDARD.encode(format!("{value}:")));
+            if let Some((origin, _)) = split_origin(value) {
+                values.push(value[origin.len()..].to_string());
+            }
+        }
+        values.retain(|value| value.len() >= 6);
+        // Longest first, so a secret containing another is masked whole.
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        values
+    }
+
     /// Parses and validates the plugin configuration. Secrets named by the
     /// configuration are read through `env` (the VM's environment in the
     /// filter).

@@ -120,6 +120,8 @@ pub struct Dispatch {
 pub struct Outbox {
     policy: Policy,
     alerts: Option<SlackAlert>,
+    /// Secrets to mask in every reason the outbox reports or alerts.
+    secrets: Vec<String>,
     entries: BTreeMap<u64, Entry>,
     next_entry: u64,
     salesforce_token: Option<SalesforceToken>,
@@ -130,6 +132,7 @@ impl Outbox {
         Outbox {
             policy,
             alerts,
+            secrets: Vec::new(),
             entries: BTreeMap::new(),
             next_entry: 1,
             salesforce_token: None,
@@ -141,6 +144,12 @@ impl Outbox {
     pub fn reconfigure(&mut self, policy: Policy, alerts: Option<SlackAlert>) {
         self.policy = policy;
         self.alerts = alerts;
+    }
+
+    /// Secrets (see [`crate::config::Config::secret_values`]) that must
+    /// never appear in a reported reason or an alert.
+    pub fn mask_secrets(&mut self, secrets: Vec<String>) {
+        self.secrets = secrets;
     }
 
     /// Jobs held, in flight or waiting.
@@ -251,7 +260,10 @@ impl Outbox {
             Verdict::Retry { after_s } => {
                 self.retry_or_drop(id, entry, answer, after_s, now_ms, &mut events)
             }
-            Verdict::Fail => self.give_up(entry, answer.summary(), false, now_ms, &mut events),
+            Verdict::Fail => {
+                let reason = crate::pipeline::mask(&self.secrets, &answer.summary());
+                self.give_up(entry, reason, false, now_ms, &mut events)
+            }
         }
         events
     }
@@ -265,7 +277,7 @@ impl Outbox {
         now_ms: u64,
         events: &mut Vec<Event>,
     ) {
-        let reason = answer.summary();
+        let reason = crate::pipeline::mask(&self.secrets, &answer.summary());
         let delay = self
             .backoff_ms(entry.attempts)
             .max(after_s.unwrap_or(0).saturating_mul(1000));

@@ -115,6 +115,9 @@ pub struct LoginEvent {
     pub protocol: Protocol,
     /// When a CRM lead for the user was queued, if one is on its way.
     pub lead_queued_at: Option<u64>,
+    /// The id_token's `iat`: with the user and the login count it makes
+    /// an id for this login that stays unique when the store is lost.
+    pub issued_at: u64,
 }
 
 impl LoginEvent {
@@ -151,6 +154,10 @@ impl LoginEvent {
             value: json!({"user": user, "context": context}),
             protocol: info.protocol.clone(),
             lead_queued_at: record.lead_queued_at,
+            issued_at: claims
+                .get("iat")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
         }
     }
 

@@ -165,8 +165,13 @@ pub enum Verdict {
 ///
 /// Network errors, timeouts (Envoy answers 504), 429 and every 5xx are
 /// retried; other 4xx are final: the request itself is wrong, and sending it
-/// again would only repeat the error.
+/// again would only repeat the error. So is a call Envoy refused to send.
 pub fn classify(answer: &Answer, now_unix: u64) -> Verdict {
+    if let Answer::NotSent(_) = answer {
+        // Envoy refused the call outright (an unknown cluster): sending it
+        // again would be refused the same way.
+        return Verdict::Fail;
+    }
     match answer.code() {
         None => Verdict::Retry { after_s: None },
         Some(200..=299) => Verdict::Success,
@@ -279,9 +284,9 @@ mod tests {
             ),
             ("422", Answer::status(422, ""), Verdict::Fail),
             (
-                "not sent",
+                "not sent: unknown cluster",
                 Answer::NotSent("unknown cluster".into()),
-                Verdict::Retry { after_s: None },
+                Verdict::Fail,
             ),
         ];
         for (name, answer, expected) in cases {

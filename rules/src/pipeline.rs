@@ -533,22 +533,12 @@ fn evaluate_actions(
 /// `text` with every configured secret replaced by `***`: a service that
 /// echoes a key in its error must not get it into an alert or a log.
 pub fn mask_secrets(config: &Config, text: &str) -> String {
-    let mut masked = text.to_string();
-    for rule in &config.rules {
-        let secrets = match &rule.step {
-            Step::Builtin(step) => step.secrets(),
-            Step::Rule(actions) => actions
-                .webhook
-                .iter()
-                .filter_map(|hook| hook.signing_key.as_ref().map(|(secret, _)| secret))
-                .collect(),
-            Step::SetClaim { .. } => Vec::new(),
-        };
-        for secret in secrets {
-            if secret.expose().len() >= 4 {
-                masked = masked.replace(secret.expose(), "***");
-            }
-        }
-    }
-    masked
+    mask(&config.secret_values(), text)
+}
+
+/// `text` with each of `secrets` replaced by `***`.
+pub fn mask(secrets: &[String], text: &str) -> String {
+    secrets.iter().fold(text.to_string(), |masked, secret| {
+        masked.replace(secret.as_str(), "***")
+    })
 }

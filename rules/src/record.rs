@@ -29,7 +29,14 @@ pub struct UserRecord {
     /// together do not queue it twice while it is on its way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead_queued_at: Option<u64>,
+    /// Which login queued it (its `logins_count`): of two logins racing to
+    /// queue the lead, the one whose number is stored sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_queued_by: Option<u64>,
 }
+
+/// How long a queued lead keeps other logins from queueing it again.
+pub const LEAD_HOLD_S: u64 = 3_600;
 
 /// A change to a record. Applying it again after a conflict gives the same
 /// result on top of whatever the other writer stored.
@@ -41,8 +48,11 @@ pub struct RecordChange {
     pub app_metadata: Map<String, Value>,
     /// `user_metadata` fields to set; `null` removes the field.
     pub user_metadata: Map<String, Value>,
-    /// Set (`Some(Some(t))`) or clear (`Some(None)`) the lead marker.
+    /// Set (`Some(Some(t))`) or clear (`Some(None)`) the lead marker. A
+    /// marker is only set when no other login holds a fresh one.
     pub lead_queued_at: Option<Option<u64>>,
+    /// The login setting the marker.
+    pub lead_queued_by: Option<u64>,
 }
 
 impl RecordChange {
@@ -61,6 +71,7 @@ impl RecordChange {
         self.user_metadata.extend(other.user_metadata);
         if other.lead_queued_at.is_some() {
             self.lead_queued_at = other.lead_queued_at;
+            self.lead_queued_by = other.lead_queued_by;
         }
     }
 }
@@ -73,8 +84,23 @@ impl UserRecord {
         }
         merge_fields(&mut self.app_metadata, &change.app_metadata);
         merge_fields(&mut self.user_metadata, &change.user_metadata);
-        if let Some(marker) = change.lead_queued_at {
-            self.lead_queued_at = marker;
+        match change.lead_queued_at {
+            Some(Some(at)) => {
+                let recorded = self.app_metadata.get("recordedAsLead") == Some(&Value::Bool(true));
+                let held_by_another = self
+                    .lead_queued_at
+                    .is_some_and(|held| at < held + LEAD_HOLD_S)
+                    && self.lead_queued_by != change.lead_queued_by;
+                if !recorded && !held_by_another {
+                    self.lead_queued_at = Some(at);
+                    self.lead_queued_by = change.lead_queued_by;
+                }
+            }
+            Some(None) => {
+                self.lead_queued_at = None;
+                self.lead_queued_by = None;
+            }
+            None => {}
         }
     }
 }
@@ -257,6 +283,24 @@ mod tests {
         );
         assert!(record.user_metadata.is_empty());
         assert_eq!(record.logins_count, 0);
+    }
+
+    #[test]
+    fn of_two_logins_racing_to_queue_a_lead_only_the_first_holds_it() {
+        let store = FlakyStore::default();
+        let queue = |by: u64| RecordChange {
+            lead_queued_at: Some(Some(1_000)),
+            lead_queued_by: Some(by),
+            ..RecordChange::default()
+        };
+        let first = update(&store, "u1", &queue(1)).unwrap();
+        assert_eq!(first.lead_queued_by, Some(1));
+        let second = update(&store, "u1", &queue(2)).unwrap();
+        assert_eq!(
+            second.lead_queued_by,
+            Some(1),
+            "the second login does not take it over"
+        );
     }
 
     #[test]

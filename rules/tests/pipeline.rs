@@ -217,10 +217,6 @@ fn fullcontact_request_is_the_v3_enrich_call() {
 fn fullcontact_failures_alert_and_the_login_goes_on_unchanged() {
     let config = config();
     let failures = [
-        (
-            "no match",
-            Answer::status(404, r#"{"status":404,"message":"Profile not found"}"#),
-        ),
         ("queued", Answer::status(202, r#"{"status":202}"#)),
         ("bad key", Answer::status(403, "forbidden")),
         ("rate limited", Answer::status(429, "")),
@@ -733,6 +729,64 @@ fn backoff_doubles_and_a_long_outage_ends_in_a_counted_drop_with_an_alert() {
         .unwrap_or_default()
         .to_string();
     assert!(text.contains("signups") && text.contains("503"), "{text}");
+}
+
+#[test]
+fn fullcontact_no_match_is_remembered_without_an_alert() {
+    let config = config();
+    let not_found = Answer::status(404, r#"{"status":404,"message":"Profile not found"}"#);
+    let (outcome, _) = run(
+        &config,
+        event(Protocol::AuthorizationCode, &first_login()),
+        |_| not_found.clone(),
+    );
+    assert_eq!(result_of(&outcome, "enrich"), RuleResult::Ran);
+    assert!(outcome.id_token_claims.is_empty());
+    assert_eq!(
+        outcome.record.app_metadata["fullcontactNoMatch"],
+        json!(true)
+    );
+    assert!(outcome.jobs.iter().all(|job| job.service != "alert"));
+
+    let mut record = first_login();
+    record.logins_count = 2;
+    record
+        .app_metadata
+        .insert("fullcontactNoMatch".into(), json!(true));
+    let (_, awaited) = run(&config, event(Protocol::AuthorizationCode, &record), |_| {
+        person()
+    });
+    assert!(awaited.is_empty(), "not asked again");
+}
+
+#[test]
+fn secrets_echoed_by_a_background_service_are_masked_in_reasons_and_alerts() {
+    let config = config();
+    let (outcome, _) = run(
+        &config,
+        event(Protocol::AuthorizationCode, &first_login()),
+        |_| person(),
+    );
+    let mut outbox = Outbox::new(Policy::default(), config.alerts.clone());
+    outbox.mask_secrets(config.secret_values());
+    outbox.push(job(&outcome, "keen").clone(), NOW_MS);
+    let due = outbox.due(NOW_MS);
+    let echo = Answer::status(
+        400,
+        "bad key keen-key for seg-key and /services/T1/B1/signupsecret",
+    );
+    let events = outbox.on_answer(due[0].entry, &echo, NOW_MS);
+    let text = format!("{events:?}");
+    assert!(
+        !text.contains("keen-key") && !text.contains("signupsecret"),
+        "{text}"
+    );
+    let alert = outbox.due(NOW_MS);
+    let alert_text = String::from_utf8_lossy(&alert[0].request.body).to_string();
+    assert!(
+        alert_text.contains("***") && !alert_text.contains("keen-key"),
+        "{alert_text}"
+    );
 }
 
 #[test]

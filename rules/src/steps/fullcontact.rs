@@ -24,6 +24,10 @@ use crate::http::{Answer, Endpoint, Request};
 /// Where the result is kept in `user_metadata`.
 pub const METADATA_FIELD: &str = "fullcontact";
 
+/// The `app_metadata` field that records that FullContact has no person
+/// for the user's email.
+pub const NO_MATCH_FIELD: &str = "fullcontactNoMatch";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FullContact {
     pub api_key: Secret,
@@ -92,6 +96,9 @@ impl FullContact {
                 .insert(self.claim.clone(), stored.clone());
             return Start::Done;
         }
+        if event.app_metadata(NO_MATCH_FIELD) == Some(&Value::Bool(true)) {
+            return Start::Skip("FullContact knows no person for this email");
+        }
         if !event.protocol.is_interactive_login() {
             return Start::Skip("not enriched yet, and only logins call the service");
         }
@@ -107,12 +114,25 @@ impl FullContact {
         answer: &Answer,
         effects: &mut Effects,
     ) -> Result<(), String> {
+        if answer.code() == Some(404) {
+            // No match is an answer, not a failure: remember it, so that the
+            // service is not asked (and paid) again on every login.
+            effects
+                .record
+                .app_metadata
+                .insert(NO_MATCH_FIELD.into(), Value::Bool(true));
+            return Ok(());
+        }
         if answer.code() != Some(200) {
             return Err(answer.summary());
         }
-        let person: Value = serde_json::from_slice(answer.body()).map_err(|_| answer.summary())?;
+        let person: Value = serde_json::from_slice(answer.body())
+            .map_err(|_| format!("the answer is not JSON ({})", answer.summary()))?;
         if !person.is_object() {
-            return Err(answer.summary());
+            return Err(format!(
+                "the answer is not a JSON object ({})",
+                answer.summary()
+            ));
         }
         effects
             .id_token_claims

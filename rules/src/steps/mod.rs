@@ -322,7 +322,12 @@ pub(crate) fn iso8601(unix: u64) -> String {
 /// A stable id for one login of one user, for services that deduplicate.
 pub fn login_id(event: &LoginEvent, purpose: &str) -> String {
     use sha2::{Digest, Sha256};
-    let seed = format!("{purpose}\n{}\n{}", event.user_id(), event.logins_count());
+    let seed = format!(
+        "{purpose}\n{}\n{}\n{}",
+        event.user_id(),
+        event.logins_count(),
+        event.issued_at
+    );
     let digest = Sha256::digest(seed.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("rulegate-{hex}")

@@ -24,13 +24,10 @@ use crate::delivery::{Job, Work};
 use crate::error::Error;
 use crate::event::LoginEvent;
 use crate::http::{Answer, Endpoint, Request};
-use crate::record::RecordChange;
+use crate::record::{RecordChange, LEAD_HOLD_S};
 
 /// The `app_metadata` field that says the lead exists.
 pub const RECORDED_AS_LEAD: &str = "recordedAsLead";
-
-/// How long a queued lead keeps other logins from queueing it again.
-const QUEUED_HOLD_S: u64 = 3_600;
 
 const LEAD_PATH: &str = "/services/data/v67.0/sobjects/Lead/";
 
@@ -224,11 +221,12 @@ impl Salesforce {
         }
         if event
             .lead_queued_at
-            .is_some_and(|at| now_unix < at + QUEUED_HOLD_S)
+            .is_some_and(|at| now_unix < at + LEAD_HOLD_S)
         {
             return Start::Skip("a lead for this user is on its way");
         }
         effects.record.lead_queued_at = Some(Some(now_unix));
+        effects.record.lead_queued_by = Some(event.logins_count());
         effects.jobs.push(Job {
             service: "salesforce",
             step: step.to_string(),
@@ -241,6 +239,7 @@ impl Salesforce {
                 token_ttl_ms: self.token_ttl_s * 1000,
                 phase: Phase::Token,
                 reauthenticated: false,
+                queued_by: event.logins_count(),
             }),
             alert_on_failure: true,
         });
@@ -274,6 +273,8 @@ pub struct LeadWork {
     token_ttl_ms: u64,
     phase: Phase,
     reauthenticated: bool,
+    /// The login that queued it; see [`crate::record::UserRecord::lead_queued_by`].
+    queued_by: u64,
 }
 
 /// What an answer means for the lead.
@@ -290,6 +291,11 @@ pub enum LeadProgress {
 }
 
 impl LeadWork {
+    /// The login that queued this lead.
+    pub fn queued_by(&self) -> u64 {
+        self.queued_by
+    }
+
     /// The next request: the lead with a usable token, else a token.
     pub fn request(&mut self, token: Option<&SalesforceToken>) -> Request {
         let Some(token) = token else {
