@@ -115,6 +115,21 @@ fn docker_compose_runs_the_shipped_envoy_yaml_and_filter() {
         "{context}: envoy image {image:?} is not envoyproxy/envoy with a v1.40 tag",
     );
 
+    // Every variable the plugin reads from Envoy's environment is given to
+    // the envoy container, or the plugin refuses its configuration.
+    let envoy_yaml = read_yaml(ENVOY_YAML);
+    let wanted = wasm_environment_keys(&envoy_yaml);
+    assert!(
+        !wanted.is_empty(),
+        "{context}: envoy.yaml lists no host_env_keys"
+    );
+    for variable in &wanted {
+        assert!(
+            environment(envoy, variable).is_some(),
+            "{context}: envoy's environment lacks {variable}, which envoy.yaml's plugin reads",
+        );
+    }
+
     let working_dir = envoy["working_dir"].as_str().unwrap_or_default();
     let config_target = mount_target(envoy, ENVOY_YAML)
         .unwrap_or_else(|| panic!("{context}: envoy does not mount ./{ENVOY_YAML} read-only"));
@@ -373,6 +388,25 @@ fn mount_target(service: &Value, relative: &str) -> Option<String> {
 }
 
 /// The value of `name` in a service's `environment`, map or list form.
+/// The `host_env_keys` of every wasm filter in an Envoy configuration.
+fn wasm_environment_keys(config: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    for manager in http_connection_managers(config) {
+        for filter in manager["http_filters"].as_array().into_iter().flatten() {
+            let vm = &filter["typed_config"]["config"]["vm_config"];
+            let listed = vm["environment_variables"]["host_env_keys"].as_array();
+            keys.extend(
+                listed
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(String::from),
+            );
+        }
+    }
+    keys
+}
+
 fn environment(service: &Value, name: &str) -> Option<String> {
     match &service["environment"] {
         Value::Object(map) => map.get(name).map(|v| match v {
