@@ -37,7 +37,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The built filter; the tests never build it themselves.
 pub fn wasm_path() -> PathBuf {
-    repo_root().join("target/wasm32-wasip1/release/rulegate.wasm")
+    repo_root().join("target/rulegate.wasm")
 }
 
 fn envoy_binary() -> PathBuf {

@@ -23,7 +23,7 @@ const ENVOY_YAML: &str = "envoy.yaml";
 const COMPOSE_SCHEMA: &str = "tests/fixtures/compose-spec.schema.json";
 /// Where envoy.yaml loads the filter from, relative to Envoy's working
 /// directory (the repository root when run from the Makefile).
-const FILTER_WASM: &str = "target/wasm32-wasip1/release/rulegate.wasm";
+const FILTER_WASM: &str = "target/rulegate.wasm";
 /// The Envoy binary `make envoy` installs.
 const ENVOY_BIN: &str = ".venv/bin/envoy";
 const SIGNING_KEY_VAR: &str = "RULEGATE_SIGNING_KEY";
