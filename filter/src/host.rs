@@ -85,6 +85,23 @@ pub fn send_response(status: u32, headers: Vec<(&str, &str)>, body: &[u8]) {
     }
 }
 
+/// Sends a request the rules described; `None` when Envoy refuses it.
+pub fn dispatch_request(request: &rules::http::Request) -> Option<u32> {
+    let mut headers = vec![
+        (":method", request.method),
+        (":path", request.path.as_str()),
+        (":authority", request.authority.as_str()),
+    ];
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let timeout = Duration::from_millis(request.timeout_ms);
+    dispatch(&request.cluster, headers, Some(&request.body), timeout)
+}
+
 /// Sends an HTTP request through an Envoy cluster; `None` when Envoy
 /// refuses it at once (unknown cluster, missing pseudo-header).
 pub fn dispatch(

@@ -93,19 +93,7 @@ impl Root {
         let due = worker.outbox.borrow_mut().due(now);
         for dispatch in due {
             let request = &dispatch.request;
-            let mut headers = vec![
-                (":method", request.method),
-                (":path", request.path.as_str()),
-                (":authority", request.authority.as_str()),
-            ];
-            headers.extend(
-                request
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            );
-            let timeout = Duration::from_millis(request.timeout_ms);
-            match host::dispatch(&request.cluster, headers, Some(&request.body), timeout) {
+            match host::dispatch_request(request) {
                 Some(token) => {
                     self.in_flight.insert(token, dispatch.entry);
                 }

@@ -346,20 +346,8 @@ impl Stream {
     }
 
     fn dispatch(&self, request: &Request) -> Option<u32> {
-        let mut headers = vec![
-            (":method", request.method),
-            (":path", request.path.as_str()),
-            (":authority", request.authority.as_str()),
-        ];
-        headers.extend(
-            request
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        let timeout = Duration::from_millis(request.timeout_ms);
         log::debug!("{}: awaited call: {}", self.id, request.target);
-        host::dispatch(&request.cluster, headers, Some(&request.body), timeout)
+        host::dispatch_request(request)
     }
 
     /// Carries out what the rules decided.

@@ -18,7 +18,7 @@ use sha2::Sha256;
 
 use crate::claims::RESERVED_CLAIMS;
 use crate::config::{check_claim_name, check_namespace, parse_value_at, split_origin};
-use crate::delivery::{Job, Work};
+use crate::delivery::Job;
 use crate::error::Error;
 use crate::event::LoginEvent;
 use crate::expr::{Expr, Scope};
@@ -305,13 +305,7 @@ impl Webhook {
 
     /// A background delivery of `request`.
     pub fn job(&self, rule: &str, event: &LoginEvent, request: Request) -> Job {
-        Job {
-            service: "webhook",
-            step: rule.to_string(),
-            user_id: event.user_id().to_string(),
-            work: Work::Send(request),
-            alert_on_failure: true,
-        }
+        Job::send("webhook", rule, event.user_id(), request, true)
     }
 
     /// What an awaited call's answer becomes for later rules.

@@ -532,6 +532,7 @@ impl Config {
             let value = secret.expose();
             values.push(value.to_string());
             values.push(base64::engine::general_purpose::STANDARD.encode(format!("{value}:")));
+            values.push(form_urlencoded::byte_serialize(value.as_bytes()).collect());
             if let Some((origin, _)) = split_origin(value) {
                 values.push(value[origin.len()..].to_string());
             }

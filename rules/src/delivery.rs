@@ -33,6 +33,25 @@ pub struct Job {
     pub alert_on_failure: bool,
 }
 
+impl Job {
+    /// A job that sends one request until it is delivered.
+    pub fn send(
+        service: &'static str,
+        step: &str,
+        user_id: &str,
+        request: Request,
+        alert_on_failure: bool,
+    ) -> Job {
+        Job {
+            service,
+            step: step.to_string(),
+            user_id: user_id.to_string(),
+            work: Work::Send(request),
+            alert_on_failure,
+        }
+    }
+}
+
 /// What a job sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Work {

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::claims::VerifiedClaims;
+use crate::claims::{VerifiedClaims, RESERVED_CLAIMS};
 use crate::record::UserRecord;
 
 /// How the token was obtained, from the request's `grant_type`.
@@ -89,24 +89,6 @@ pub struct LoginInfo {
     pub connection: String,
 }
 
-/// Claims that describe the token, not the user: left out of `user`.
-const TOKEN_CLAIMS: [&str; 14] = [
-    "iss",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "nonce",
-    "azp",
-    "at_hash",
-    "c_hash",
-    "auth_time",
-    "acr",
-    "amr",
-    "sid",
-];
-
 /// The login as steps see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoginEvent {
@@ -125,7 +107,9 @@ impl LoginEvent {
         let mut user = Map::new();
         user.insert("user_id".into(), Value::from(claims.subject()));
         for (name, value) in claims.as_map() {
-            if !TOKEN_CLAIMS.contains(&name.as_str()) {
+            // Protocol claims describe the token, not the user (`sub` is
+            // there as `user_id`).
+            if name == "sub" || !RESERVED_CLAIMS.contains(&name.as_str()) {
                 user.insert(name.clone(), value.clone());
             }
         }

@@ -303,6 +303,44 @@ impl Stack {
             .unwrap_or(0)
     }
 
+    /// Verifies `token` against the JWKS that discovery, fetched through
+    /// Envoy, points at: as an id_token issued to `client`, or, without a
+    /// client, as an access token (any audience). Returns its claims.
+    pub fn verify_published(&self, token: &str, client: Option<Client>) -> Value {
+        use rules::config::{Algorithm, VerifyPolicy};
+        use rules::verify::{verify, verify_access_token, ProviderKeys};
+
+        let discovery = self.get(&format!("{}/.well-known/openid-configuration", self.base));
+        assert_eq!(discovery.status, 200);
+        let jwks_uri = discovery.json()["jwks_uri"].as_str().unwrap().to_string();
+        assert_eq!(
+            jwks_uri,
+            format!("{}/.well-known/rulegate/jwks.json", self.base)
+        );
+        let jwks = self.get(&jwks_uri);
+        assert_eq!(jwks.status, 200, "{}", jwks.summary());
+
+        let keys = ProviderKeys::from_jwks(&jwks.body, &Algorithm::ALL).unwrap();
+        let policy = VerifyPolicy {
+            issuer: self.base.clone(),
+            audiences: Vec::new(),
+            allowed_algorithms: Algorithm::ALL.to_vec(),
+            clock_skew_s: 5,
+            max_token_bytes: 16 * 1024,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let verified = match client {
+            Some(client) => verify(&keys, &policy, token, Some(client.id()), now),
+            None => verify_access_token(&keys, &policy, token, now),
+        };
+        let claims = verified
+            .unwrap_or_else(|err| panic!("token does not verify with the published keys: {err}"));
+        Value::Object(claims.as_map().clone())
+    }
+
     /// Records one exchange for the failure report.
     pub fn note(&self, entry: String) {
         self.journal.borrow_mut().push(entry);

@@ -6,8 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rulegate_tests::*;
-use rules::config::{Algorithm, VerifyPolicy};
-use rules::verify::{verify, ProviderKeys};
 use serde_json::{json, Value};
 
 const PLAN: &str = "https://rulegate.dev/claims/plan";
@@ -29,31 +27,7 @@ fn login(stack: &Stack, client: Client, email: &str) -> (Authorization, Value) {
 /// Verifies `token` against the JWKS that discovery, fetched through Envoy,
 /// points at.
 fn verify_with_published_keys(stack: &Stack, token: &str, client: Client) -> Value {
-    let discovery = stack.get(&format!("{}/.well-known/openid-configuration", stack.base));
-    assert_eq!(discovery.status, 200);
-    let jwks_uri = discovery.json()["jwks_uri"].as_str().unwrap().to_string();
-    assert_eq!(
-        jwks_uri,
-        format!("{}/.well-known/rulegate/jwks.json", stack.base)
-    );
-
-    let jwks = stack.get(&jwks_uri);
-    assert_eq!(jwks.status, 200, "{}", jwks.summary());
-    let keys = ProviderKeys::from_jwks(&jwks.body, &Algorithm::ALL).unwrap();
-    let policy = VerifyPolicy {
-        issuer: stack.base.clone(),
-        audiences: Vec::new(),
-        allowed_algorithms: Algorithm::ALL.to_vec(),
-        clock_skew_s: 5,
-        max_token_bytes: 16 * 1024,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = verify(&keys, &policy, token, Some(client.id()), now)
-        .unwrap_or_else(|err| panic!("token does not verify with the published keys: {err}"));
-    Value::Object(claims.as_map().clone())
+    stack.verify_published(token, Some(client))
 }
 
 #[test]

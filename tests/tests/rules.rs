@@ -12,8 +12,6 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rulegate_tests::standins::WEBHOOK_SECRET;
 use rulegate_tests::*;
-use rules::config::{Algorithm, VerifyPolicy};
-use rules::verify::{verify_access_token, ProviderKeys};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -79,20 +77,7 @@ fn a_role_computed_from_the_email_domain_lands_in_both_tokens() {
         );
 
         // It verifies against the merged JWKS an API would fetch.
-        let jwks = stack.get(&format!("{}/.well-known/rulegate/jwks.json", stack.base));
-        let keys = ProviderKeys::from_jwks(&jwks.body, &Algorithm::ALL).unwrap();
-        let policy = VerifyPolicy {
-            issuer: stack.base.clone(),
-            audiences: Vec::new(),
-            allowed_algorithms: Algorithm::ALL.to_vec(),
-            clock_skew_s: 5,
-            max_token_bytes: 16 * 1024,
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        verify_access_token(&keys, &policy, access_token, now).expect("access token verifies");
+        stack.verify_published(access_token, None);
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::{
     display_name, endpoint, iso8601, parse_fields, Common, Effects, Secret, Start, Target,
 };
-use crate::delivery::{Job, Work};
+use crate::delivery::Job;
 use crate::error::Error;
 use crate::event::LoginEvent;
 use crate::http::{Endpoint, Request};
@@ -138,13 +138,9 @@ impl Keen {
         if !event.is_first_login() {
             return Start::Skip("not a first login");
         }
-        effects.jobs.push(Job {
-            service: "keen",
-            step: step.to_string(),
-            user_id: event.user_id().to_string(),
-            work: Work::Send(self.request(event, now_unix)),
-            alert_on_failure: true,
-        });
+        let request = self.request(event, now_unix);
+        let job = Job::send("keen", step, event.user_id(), request, true);
+        effects.jobs.push(job);
         Start::Done
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{endpoint, iso8601, login_id, parse_fields, Common, Effects, Secret, Start, Target};
-use crate::delivery::{Job, Work};
+use crate::delivery::Job;
 use crate::error::Error;
 use crate::event::{LoginEvent, Protocol};
 use crate::http::{Endpoint, Request};
@@ -99,13 +99,9 @@ impl Segment {
         if !event.protocol.is_interactive_login() {
             return Start::Skip("not an interactive login");
         }
-        effects.jobs.push(Job {
-            service: "segment",
-            step: step.to_string(),
-            user_id: event.user_id().to_string(),
-            work: Work::Send(self.request(event, now_unix)),
-            alert_on_failure: false,
-        });
+        let request = self.request(event, now_unix);
+        let job = Job::send("segment", step, event.user_id(), request, false);
+        effects.jobs.push(job);
         Start::Done
     }
 }

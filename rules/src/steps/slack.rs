@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{display_name, endpoint, parse_fields, Common, Effects, SecretUrl, Start};
-use crate::delivery::{Job, Work};
+use crate::delivery::Job;
 use crate::error::Error;
 use crate::event::LoginEvent;
 use crate::http::{Endpoint, Request};
@@ -77,13 +77,8 @@ impl SlackSignup {
             &Self::message(event),
             "slack webhook",
         );
-        effects.jobs.push(Job {
-            service: "slack",
-            step: step.to_string(),
-            user_id: event.user_id().to_string(),
-            work: Work::Send(request),
-            alert_on_failure: false,
-        });
+        let job = Job::send("slack", step, event.user_id(), request, false);
+        effects.jobs.push(job);
         Start::Done
     }
 }
@@ -109,17 +104,7 @@ impl SlackAlert {
     /// secrets (see [`crate::pipeline`]'s masking).
     pub fn job(&self, step: &str, failure: &str) -> Job {
         let text = format!("Rulegate step {step} failed: {failure}");
-        Job {
-            service: "alert",
-            step: step.to_string(),
-            user_id: String::new(),
-            work: Work::Send(post_text(
-                &self.webhook,
-                &self.endpoint,
-                &text,
-                "slack alert webhook",
-            )),
-            alert_on_failure: false,
-        }
+        let request = post_text(&self.webhook, &self.endpoint, &text, "slack alert webhook");
+        Job::send("alert", step, "", request, false)
     }
 }

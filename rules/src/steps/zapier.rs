@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{endpoint, parse_fields, Common, Effects, SecretUrl, Start};
-use crate::delivery::{Job, Work};
+use crate::delivery::Job;
 use crate::error::Error;
 use crate::event::LoginEvent;
 use crate::http::{Endpoint, Request};
@@ -76,13 +76,9 @@ impl Zapier {
         if !event.is_first_login() {
             return Start::Skip("not a first login");
         }
-        effects.jobs.push(Job {
-            service: "zapier",
-            step: step.to_string(),
-            user_id: event.user_id().to_string(),
-            work: Work::Send(self.request(event)),
-            alert_on_failure: false,
-        });
+        let request = self.request(event);
+        let job = Job::send("zapier", step, event.user_id(), request, false);
+        effects.jobs.push(job);
         Start::Done
     }
 }
