@@ -25,7 +25,7 @@ use rules::config::{AccessTokens, InvalidTokenPolicy};
 use rules::delivery::Work;
 use rules::discovery::{merged_jwks, rewrite_discovery};
 use rules::event::{client_ip, LoginEvent, LoginInfo, Protocol};
-use rules::exchange::{TokenRequest, TokenResponse};
+use rules::exchange::{TokenRequest, TokenResponse, NO_ID_TOKEN};
 use rules::http::Request;
 use rules::pipeline::{Next, Outcome, Pipeline, RuleResult};
 use rules::record::{self, RecordChange};
@@ -172,9 +172,17 @@ impl Stream {
     ) -> Decision {
         let limit = plugin.config.max_response_bytes;
         let body = host::body(BufferType::HttpResponseBody, body_size, limit);
-        let parsed = body
-            .ok_or(Error::NotTokenResponse("body too large"))
-            .and_then(|body| TokenResponse::parse(&body));
+        let body = body.ok_or(Error::NotTokenResponse("body too large"));
+        let client_only = self
+            .exchange()
+            .is_some_and(|e| e.request.grant_type.as_deref() == Some("client_credentials"))
+            && plugin.config.has_client_credentials_rules();
+        let parsed = body.and_then(|body| match TokenResponse::parse(&body) {
+            Err(Error::NotTokenResponse(NO_ID_TOKEN)) if client_only => {
+                TokenResponse::parse_client_only(&body)
+            }
+            other => other,
+        });
         let response = match parsed {
             Ok(response) => response,
             Err(err) => {
@@ -205,21 +213,27 @@ impl Stream {
         let config = &plugin.config;
         let keys = worker.keys.borrow_mut().current(config);
         let client_id = self.exchange().and_then(|e| e.request.client_id.clone());
-        match verify(
-            &keys,
-            &config.verify,
-            response.id_token(),
-            client_id.as_deref(),
-            now,
-        ) {
+        let verified = match (response.has_id_token(), response.access_token()) {
+            (true, _) => verify(
+                &keys,
+                &config.verify,
+                response.id_token(),
+                client_id.as_deref(),
+                now,
+            ),
+            // A client-credentials exchange for the rules that opt in: its
+            // access token is all there is to verify.
+            (false, Some(access)) => verify_access_token(&keys, &config.verify, access, now),
+            (false, None) => Err(Rejection::Malformed),
+        };
+        match verified {
             Ok(claims) => self.run_rules(worker, plugin, response, claims),
-            Err(Rejection::UnknownKey(kid))
+            // A key the provider rotated under the same kid shows as a bad
+            // signature: a refresh (rate-limited) settles both cases.
+            Err(rejection @ (Rejection::UnknownKey(_) | Rejection::BadSignature))
                 if may_refresh && worker.keys.borrow().may_refresh(config, now) =>
             {
-                log::debug!(
-                    "{}: unknown key {kid:?}, refreshing the provider's keys",
-                    self.id
-                );
+                log::debug!("{}: {rejection}; refreshing the provider's keys", self.id);
                 self.fetch_keys(worker, plugin, Waiting::Keys(response), now)
             }
             Err(rejection) => self.refuse(worker, plugin, &Error::InvalidToken(rejection)),
@@ -249,15 +263,20 @@ impl Stream {
             count_login: protocol.is_interactive_login(),
             ..RecordChange::default()
         };
-        let record =
-            record::update(&worker.store, claims.subject(), &change).unwrap_or_else(|err| {
-                log::error!(
-                    "{}: {err}; running the rules without the user's record",
-                    self.id
-                );
-                worker.metrics.count(name::STORE_FAILED);
-                record::UserRecord::default()
-            });
+        // A client-credentials exchange has no user, and so no record.
+        let store_result = if response.has_id_token() {
+            record::update(&worker.store, claims.subject(), &change)
+        } else {
+            Ok(record::UserRecord::default())
+        };
+        let record = store_result.unwrap_or_else(|err| {
+            log::error!(
+                "{}: {err}; running the rules without the user's record",
+                self.id
+            );
+            worker.metrics.count(name::STORE_FAILED);
+            record::UserRecord::default()
+        });
 
         let info = self.login_info(plugin, protocol, request.client_id, &claims);
         let event = LoginEvent::new(&claims, &record, &info);
@@ -362,7 +381,7 @@ impl Stream {
         self.report_rules(worker, &outcome);
         let mut outcome = outcome;
         let mut jobs = std::mem::take(&mut outcome.jobs);
-        if !outcome.record.is_empty() {
+        if !outcome.record.is_empty() && response.has_id_token() {
             match record::update(&worker.store, claims.subject(), &outcome.record) {
                 // Of two logins racing to queue the user's lead, the one the
                 // store recorded sends it.
@@ -394,7 +413,7 @@ impl Stream {
             worker.metrics.count(name::UNCHANGED);
             return Decision::Forward;
         }
-        let id_token = if outcome.changes_id_token() {
+        let id_token = if outcome.changes_id_token() && response.has_id_token() {
             let signed =
                 plugin
                     .signer

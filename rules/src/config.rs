@@ -506,6 +506,16 @@ fn default_outbox_size() -> usize {
 const SIGNING_ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
 
 impl Config {
+    /// Whether any rule opts into client-credentials exchanges, which have
+    /// no user and run nothing else.
+    pub fn has_client_credentials_rules(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.protocols
+                .iter()
+                .any(|p| p == "client_credentials" || p == "oauth2-client-credentials")
+        })
+    }
+
     /// Every secret of the configuration as it could show up in text: the
     /// value itself, its HTTP Basic form, and for secret URLs their path.
     /// Used to mask answers before they reach a log line or an alert.

@@ -89,6 +89,9 @@ fn assertion_subject(assertion: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Why [`TokenResponse::parse`] refused a response without an id_token.
+pub const NO_ID_TOKEN: &str = "no id_token";
+
 /// A successful token response, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenResponse {
@@ -108,12 +111,34 @@ impl TokenResponse {
             return Err(Error::NotTokenResponse("body is an OAuth error"));
         }
         if !fields.get("id_token").is_some_and(Value::is_string) {
-            return Err(Error::NotTokenResponse("no id_token"));
+            return Err(Error::NotTokenResponse(NO_ID_TOKEN));
         }
         Ok(TokenResponse { fields })
     }
 
-    /// The id_token as issued.
+    /// Parses a token response that carries no id_token but an access
+    /// token: a client-credentials exchange, for the rules that opt in.
+    pub fn parse_client_only(body: &[u8]) -> Result<TokenResponse, Error> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| Error::NotTokenResponse("body is not JSON"))?;
+        let Value::Object(fields) = value else {
+            return Err(Error::NotTokenResponse("body is not a JSON object"));
+        };
+        if fields.contains_key("error") || fields.contains_key("id_token") {
+            return Err(Error::NotTokenResponse("not a client-credentials response"));
+        }
+        if !fields.get("access_token").is_some_and(Value::is_string) {
+            return Err(Error::NotTokenResponse("no access_token"));
+        }
+        Ok(TokenResponse { fields })
+    }
+
+    /// Whether the response carries an id_token (else only an access token).
+    pub fn has_id_token(&self) -> bool {
+        self.fields.contains_key("id_token")
+    }
+
+    /// The id_token as issued ("" for a client-only response).
     pub fn id_token(&self) -> &str {
         self.fields
             .get("id_token")

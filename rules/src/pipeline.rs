@@ -181,9 +181,20 @@ impl Pipeline {
             };
             let index = self.next_rule;
             self.next_rule += 1;
-            if let Some(reason) = self.why_not(rule) {
-                self.report(rule, RuleResult::Skipped(reason));
-                continue;
+            match self.why_not(rule) {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    self.report(rule, RuleResult::Skipped(reason));
+                    continue;
+                }
+                Err(failure) => {
+                    self.fail(
+                        config,
+                        rule,
+                        format!("condition could not be evaluated: {failure}"),
+                    );
+                    continue;
+                }
             }
             if rule.shadow {
                 self.shadow(config, rule);
@@ -266,23 +277,25 @@ impl Pipeline {
         }
     }
 
-    /// Why `rule` does not run for this login, if it does not.
-    fn why_not(&mut self, rule: &Rule) -> Option<String> {
+    /// Why `rule` does not run for this login, if it does not; an error
+    /// when its condition cannot be evaluated (a rule failure).
+    fn why_not(&mut self, rule: &Rule) -> Result<Option<String>, String> {
         if !rule.enabled {
-            return Some("disabled".into());
+            return Ok(Some("disabled".into()));
         }
         let client_id = self.event.context_str("client_id").map(str::to_string);
         if !rule.runs_for(&self.event.protocol, client_id.as_deref()) {
-            return Some(format!(
+            return Ok(Some(format!(
                 "does not run for this client or protocol ({})",
                 self.event.protocol.name()
-            ));
+            )));
         }
-        let when = rule.when.as_ref()?;
-        match when.eval_bool(self.scope()) {
-            Ok(true) => None,
-            Ok(false) => Some("condition is false".into()),
-            Err(err) => Some(format!("condition could not be evaluated: {err}")),
+        let Some(when) = rule.when.as_ref() else {
+            return Ok(None);
+        };
+        match when.eval_bool(self.scope())? {
+            true => Ok(None),
+            false => Ok(Some("condition is false".into())),
         }
     }
 

@@ -790,6 +790,26 @@ fn secrets_echoed_by_a_background_service_are_masked_in_reasons_and_alerts() {
 }
 
 #[test]
+fn a_condition_that_cannot_be_evaluated_is_a_rule_failure() {
+    let mut json = config_json();
+    json["rules"] = json!([
+        {"name": "strict", "type": "rule", "when": "user.no_such_field == 1",
+         "on_error": "deny", "id_token": {"x": "1"}}
+    ]);
+    let config = Config::from_json(json.to_string().as_bytes(), &env).expect("config");
+    let (outcome, _) = run(
+        &config,
+        event(Protocol::AuthorizationCode, &first_login()),
+        |_| person(),
+    );
+    assert!(matches!(
+        result_of(&outcome, "strict"),
+        RuleResult::Failed(_)
+    ));
+    assert_eq!(outcome.deny.as_deref(), Some("strict failed"));
+}
+
+#[test]
 fn client_errors_are_not_retried() {
     let config = config();
     let (outcome, _) = run(

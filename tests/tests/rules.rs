@@ -212,3 +212,34 @@ fn a_rule_whose_claims_pass_the_size_budget_is_skipped_loudly() {
     assert_eq!(stack.counter("rule.huge.over_budget"), 1);
     assert!(stack.envoy_log().contains("rule huge: claims skipped"));
 }
+
+#[test]
+fn client_credentials_run_only_the_rules_that_opt_in() {
+    let stack = stack_with_rules(json!([
+        {"name": "machines", "type": "rule", "protocols": ["client_credentials"],
+         "access_token": {"caller": "'machine:' + user.user_id"}},
+        {"name": "people", "type": "rule", "access_token": {"person": "true"}}
+    ]));
+    let reply = stack.token_request(
+        &[("grant_type", "client_credentials")],
+        Some((Client::Backend.id(), Client::Backend.secret().unwrap())),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.summary());
+    let tokens = reply.json();
+    assert!(tokens.get("id_token").is_none());
+    let access_token = tokens["access_token"].as_str().unwrap();
+    let (header, claims) = decode_jwt(access_token);
+    assert_eq!(header["kid"], "rulegate-demo-1");
+    assert_eq!(
+        claims["https://rulegate.dev/claims/caller"],
+        "machine:rulegate-backend"
+    );
+    assert!(claims.get("https://rulegate.dev/claims/person").is_none());
+    stack.verify_published(access_token, None);
+    assert_eq!(stack.counter("logins.protocol.client_credentials"), 1);
+    assert_eq!(
+        stack.counter("logins.first"),
+        0,
+        "no user, no login counted"
+    );
+}
