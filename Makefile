@@ -87,7 +87,7 @@ WASM := target/rulegate.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-.PHONY: help build demo test lint
+.PHONY: help build build-test-trap demo test lint
 
 help:
 	@echo "make demo   build the filter, run Envoy + the OpenID provider on 127.0.0.1"
@@ -106,6 +106,14 @@ build: wasm-target system-packages
 	fi
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
+# The same filter with the test-only trap switch, for the test that proves
+# a trapped VM is replaced (FAIL_RELOAD). Built apart, never shipped.
+TRAP_WASM := target/rulegate-test-trap.wasm
+build-test-trap: wasm-target
+	cargo build --release --target wasm32-wasip1 -p rulegate-filter --features test-trap \
+	  --target-dir target/test-trap
+	@cp target/test-trap/wasm32-wasip1/release/rulegate.wasm $(TRAP_WASM)
+
 demo: tools build
 	cargo build -p rulegate-tests --bin standins
 	scripts/demo.sh
@@ -117,6 +125,6 @@ lint: wasm-target
 	cargo clippy --target wasm32-wasip1 -p rulegate-filter -p rulegate-rules -- -D warnings
 
 # Every test: the pure logic natively, then the built filter in real Envoy.
-test: tools build lint
+test: tools build build-test-trap lint
 	cargo test --workspace
 

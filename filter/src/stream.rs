@@ -828,6 +828,11 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "test-trap")]
+        if host::request_header("x-rulegate-test-trap").is_some() {
+            // Only in the test build: a trap, exactly as a bug would cause.
+            std::process::abort();
+        }
         let Some((worker, plugin)) = self.shared() else {
             return Action::Continue;
         };

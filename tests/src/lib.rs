@@ -89,6 +89,8 @@ pub struct Options {
     pub without_signing_key: bool,
     /// Envoy worker threads (each runs its own VM); 2 when unset.
     pub workers: Option<u32>,
+    /// Load the test build with the trap switch (`make build-test-trap`).
+    pub trap_build: bool,
 }
 
 /// The services' credentials as Envoy's environment holds them in the
@@ -460,6 +462,18 @@ fn shipped_envoy_yaml(ports: &Ports, options: &Options) -> String {
         .replace("port_value: 9901", &format!("port_value: {}", ports.admin));
     if let Some(config) = &options.plugin_config {
         yaml = replace_plugin_config(&yaml, config);
+    }
+    if options.trap_build {
+        let trap = repo_root().join("target/rulegate-test-trap.wasm");
+        assert!(
+            trap.exists(),
+            "{} is missing: run `make build-test-trap`",
+            trap.display()
+        );
+        yaml = yaml.replace(
+            "filename: target/rulegate.wasm",
+            "filename: target/rulegate-test-trap.wasm",
+        );
     }
     yaml.replace(
         "http://127.0.0.1:10000",
