@@ -87,13 +87,14 @@ WASM := target/rulegate.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-.PHONY: help build build-test-trap demo test lint
+.PHONY: help build build-test-trap demo test lint fuzz
 
 help:
 	@echo "make demo   build the filter, run Envoy + the OpenID provider on 127.0.0.1"
 	@echo "make test   lint, build and run every test"
 	@echo "make build  build $(WASM)"
 	@echo "make tools  install Envoy, the wasm target and the Node packages"
+	@echo "make fuzz   fuzz the parsers (FUZZ_SECONDS per target, default 60)"
 
 # The filter, for Envoy: cargo builds it, Binaryen's optimiser shrinks it
 # by about a quarter (the CEL parser's tables are much of it) into
@@ -113,6 +114,19 @@ build-test-trap: wasm-target
 	cargo build --release --target wasm32-wasip1 -p rulegate-filter --features test-trap \
 	  --target-dir target/test-trap
 	@cp target/test-trap/wasm32-wasip1/release/rulegate.wasm $(TRAP_WASM)
+
+# Fuzzing (not part of `make test`): each target runs FUZZ_SECONDS under
+# libFuzzer. cargo-fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets the
+# stable toolchain accept them. A crash leaves its input in
+# fuzz/artifacts/TARGET/, to be turned into a named regression test.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := token config form
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@for target in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 demo: tools build
 	cargo build -p rulegate-tests --bin standins
