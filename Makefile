@@ -87,7 +87,7 @@ WASM := target/rulegate.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-.PHONY: help build build-test-trap demo test lint fuzz
+.PHONY: help build build-test-trap demo test lint fuzz bench
 
 help:
 	@echo "make demo   build the filter, run Envoy + the OpenID provider on 127.0.0.1"
@@ -95,6 +95,7 @@ help:
 	@echo "make build  build $(WASM)"
 	@echo "make tools  install Envoy, the wasm target and the Node packages"
 	@echo "make fuzz   fuzz the parsers (FUZZ_SECONDS per target, default 60)"
+	@echo "make bench  Envoy with and without the filter, against the design's targets"
 
 # The filter, for Envoy: cargo builds it, Binaryen's optimiser shrinks it
 # by about a quarter (the CEL parser's tables are much of it) into
@@ -127,6 +128,15 @@ fuzz:
 	  echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+# The benchmark (not part of `make test`): Envoy with and without the
+# filter, side by side, measured with wrk; prints one table against the
+# design's targets. BENCH_SECONDS per figure (default 10).
+bench: tools build
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	cargo build -p rulegate-tests --bin standins
+	cd bench/noop && cargo build --release --target wasm32-wasip1
+	python3 bench/bench.py
 
 demo: tools build
 	cargo build -p rulegate-tests --bin standins
