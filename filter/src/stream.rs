@@ -112,14 +112,20 @@ impl Stream {
     }
 
     fn classify(&self, plugin: &Plugin) -> Route {
-        let (Some(method), Some(path)) = (
-            host::request_header_str(":method"),
-            host::request_header_str(":path"),
-        ) else {
+        // The path first: on a route that is none of Rulegate's, one host
+        // call is all the filter costs.
+        let Some(path) = host::request_header_str(":path") else {
             return Route::Other;
         };
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let config = &plugin.config;
+        let ours = [&config.token_path, &config.discovery_path, &config.jwks_path];
+        if !ours.iter().any(|candidate| same_path(path, candidate)) {
+            return Route::Other;
+        }
+        let Some(method) = host::request_header_str(":method") else {
+            return Route::Other;
+        };
         match method.as_str() {
             "POST" if same_path(path, &config.token_path) => Route::Token(Box::new(Exchange {
                 authorization: host::request_header("authorization"),
@@ -877,6 +883,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        if matches!(self.route, Route::Other) {
+            return Action::Continue;
+        }
         let Some((worker, plugin)) = self.shared() else {
             return Action::Continue;
         };
@@ -900,21 +909,23 @@ impl HttpContext for Stream {
                 Readability::Readable | Readability::NotTokenResponse => Action::Pause,
             };
         }
-        let readable = !end_of_stream && is_plain_json_ok(max_bytes);
-        match &mut self.route {
-            Route::Discovery { hold } => {
-                *hold = readable;
-                if readable {
-                    Action::Pause
-                } else {
-                    Action::Continue
-                }
-            }
-            _ => Action::Continue,
+        // Other routes read nothing: the filter must cost them as little
+        // as a filter can.
+        let Route::Discovery { hold } = &mut self.route else {
+            return Action::Continue;
+        };
+        *hold = !end_of_stream && is_plain_json_ok(max_bytes);
+        if *hold {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.route, Route::Other) {
+            return Action::Continue;
+        }
         let Some((worker, plugin)) = self.shared() else {
             return Action::Continue;
         };
