@@ -91,6 +91,11 @@ pub struct Options {
     pub workers: Option<u32>,
     /// Load the test build with the trap switch (`make build-test-trap`).
     pub trap_build: bool,
+    /// Send the token endpoint to the stand-ins' fake identity provider
+    /// (`/fake-idp/token`, cluster `fake_idp`), which answers what the test
+    /// scripts; the plugin configuration should name `fake_idp` and
+    /// `/fake-idp/jwks` as its provider.
+    pub fake_provider: bool,
 }
 
 /// The services' credentials as Envoy's environment holds them in the
@@ -463,6 +468,9 @@ fn shipped_envoy_yaml(ports: &Ports, options: &Options) -> String {
     if let Some(config) = &options.plugin_config {
         yaml = replace_plugin_config(&yaml, config);
     }
+    if options.fake_provider {
+        yaml = with_fake_provider(&yaml, ports.services);
+    }
     if options.trap_build {
         let trap = repo_root().join("target/rulegate-test-trap.wasm");
         assert!(
@@ -479,6 +487,21 @@ fn shipped_envoy_yaml(ports: &Ports, options: &Options) -> String {
         "http://127.0.0.1:10000",
         &format!("http://127.0.0.1:{}", ports.envoy),
     )
+}
+
+/// Routes the token endpoint to the stand-ins' fake identity provider.
+fn with_fake_provider(yaml: &str, services_port: u16) -> String {
+    let token_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: oidc_provider }";
+    assert!(
+        yaml.contains(token_route),
+        "envoy.yaml's token route changed shape"
+    );
+    let fake_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: fake_idp, regex_rewrite: { pattern: { regex: \".*\" }, substitution: /fake-idp/token } }";
+    let cluster = format!(
+        "    - name: fake_idp\n      type: STATIC\n      connect_timeout: 1s\n      load_assignment:\n        cluster_name: fake_idp\n        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {services_port}}}}}}}}}]}}]\n    - name: oidc_provider\n"
+    );
+    yaml.replacen(token_route, fake_route, 1)
+        .replacen("    - name: oidc_provider\n", &cluster, 1)
 }
 
 /// The plugin configuration of the shipped envoy.yaml, as JSON.

@@ -147,7 +147,7 @@ pub const FULLCONTACT_UNKNOWN_PREFIX: &str = "unknown";
 /// The names records carry and scripts and outages target. `salesforce`
 /// covers both Salesforce endpoints; `salesforce_token` and
 /// `salesforce_lead` one each.
-pub const SERVICES: [&str; 10] = [
+pub const SERVICES: [&str; 13] = [
     "slack",
     "slack_alert",
     "segment",
@@ -158,6 +158,9 @@ pub const SERVICES: [&str; 10] = [
     "salesforce_lead",
     "fullcontact",
     "webhook",
+    "idp",
+    "idp_token",
+    "idp_jwks",
 ];
 
 /// Where the control API lives; requests under it are never recorded.
@@ -863,6 +866,11 @@ enum Route {
     FullContact,
     /// A team's own webhook endpoint (configured rules), under `/webhooks/`.
     Webhook,
+    /// A fake identity provider's token endpoint, `/fake-idp/token`: answers
+    /// only what a test scripts, to feed the filter hostile responses.
+    FakeIdpToken,
+    /// The fake identity provider's JWKS, `/fake-idp/jwks`.
+    FakeIdpJwks,
     Unknown,
 }
 
@@ -890,6 +898,10 @@ impl Route {
             Route::FullContact
         } else if path.starts_with("/webhooks/") {
             Route::Webhook
+        } else if path == "/fake-idp/jwks" {
+            Route::FakeIdpJwks
+        } else if path.starts_with("/fake-idp/") {
+            Route::FakeIdpToken
         } else {
             Route::Unknown
         }
@@ -905,6 +917,7 @@ impl Route {
             Route::SalesforceToken | Route::SalesforceData => "salesforce",
             Route::FullContact => "fullcontact",
             Route::Webhook => "webhook",
+            Route::FakeIdpToken | Route::FakeIdpJwks => "idp",
             Route::Unknown => "unknown",
         }
     }
@@ -913,6 +926,8 @@ impl Route {
         match self {
             Route::SalesforceToken => "salesforce_token",
             Route::SalesforceData => "salesforce_lead",
+            Route::FakeIdpToken => "idp_token",
+            Route::FakeIdpJwks => "idp_jwks",
             other => other.service(),
         }
     }
@@ -932,6 +947,10 @@ fn check(route: Route, inbound: &Inbound, state: &State, base_url: &str) -> Verd
         Route::SalesforceData => salesforce_lead(inbound, state),
         Route::FullContact => fullcontact(inbound),
         Route::Webhook => webhook(inbound),
+        Route::FakeIdpToken | Route::FakeIdpJwks => Ok(Verdict::accept(Answer::json(
+            503,
+            &json!({"error": "temporarily_unavailable", "error_description": "nothing scripted"}),
+        ))),
         Route::Unknown => Err(Verdict::refuse(
             Answer::text(404, "no stand-in serves this path"),
             format!("no stand-in serves {} {}", inbound.method, inbound.path),
