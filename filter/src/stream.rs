@@ -119,7 +119,11 @@ impl Stream {
         };
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let config = &plugin.config;
-        let ours = [&config.token_path, &config.discovery_path, &config.jwks_path];
+        let ours = [
+            &config.token_path,
+            &config.discovery_path,
+            &config.jwks_path,
+        ];
         if !ours.iter().any(|candidate| same_path(path, candidate)) {
             return Route::Other;
         }
