@@ -266,6 +266,11 @@ impl Outbox {
                         user_id: entry.job.user_id.clone(),
                         change,
                     });
+                    events.push(Event::Delivered {
+                        service: entry.job.service,
+                        step: entry.job.step.clone(),
+                    });
+                    return events;
                 }
                 LeadProgress::Failed => {}
             }

@@ -634,6 +634,35 @@ fn salesforce_invalid_session_reauthenticates_once_and_retries_once() {
 }
 
 #[test]
+fn salesforce_duplicate_after_a_timed_out_attempt_counts_as_the_lead() {
+    let mut outbox = outbox_with(lead_job());
+    let due = outbox.due(NOW_MS);
+    outbox.on_answer(due[0].entry, &token_answer("t1"), NOW_MS);
+    let due = outbox.due(NOW_MS);
+    // The first attempt timed out after Salesforce had created the lead.
+    outbox.on_answer(
+        due[0].entry,
+        &Answer::status(504, "upstream request timeout"),
+        NOW_MS,
+    );
+    let due = outbox.due(NOW_MS + 60_000);
+    let duplicate = Answer::status(
+        400,
+        r#"[{"errorCode":"DUPLICATES_DETECTED","message":"duplicate"}]"#,
+    );
+    let events = outbox.on_answer(due[0].entry, &duplicate, NOW_MS + 60_000);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Record { change, .. }
+            if change.app_metadata.get("recordedAsLead") == Some(&json!(true)))),
+        "{events:?}"
+    );
+    assert!(matches!(events.last(), Some(Event::Delivered { .. })));
+    assert!(outbox.is_empty(), "no alert, nothing left");
+}
+
+#[test]
 fn salesforce_token_is_cached_across_leads() {
     let mut outbox = outbox_with(lead_job());
     let due = outbox.due(NOW_MS);

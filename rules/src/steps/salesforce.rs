@@ -330,7 +330,9 @@ impl LeadWork {
                 }
                 None => LeadProgress::Failed,
             },
-            Phase::Lead if answer.code() == Some(201) => {
+            // A duplicate is a lead that exists already: the usual cause is
+            // an attempt that timed out after Salesforce had created it.
+            Phase::Lead if answer.code() == Some(201) || is_duplicate(answer) => {
                 let mut change = RecordChange {
                     lead_queued_at: Some(None),
                     ..RecordChange::default()
@@ -360,15 +362,21 @@ impl LeadWork {
 }
 
 fn is_invalid_session(answer: &Answer) -> bool {
-    if answer.code() != Some(401) {
-        return false;
-    }
+    answer.code() == Some(401) && has_error_code(answer, "INVALID_SESSION_ID")
+}
+
+fn is_duplicate(answer: &Answer) -> bool {
+    answer.code() == Some(400) && has_error_code(answer, "DUPLICATES_DETECTED")
+}
+
+/// Whether a Salesforce error answer (a JSON array of errors) has `code`.
+fn has_error_code(answer: &Answer, code: &str) -> bool {
     let errors: Value = serde_json::from_slice(answer.body()).unwrap_or(Value::Null);
     errors
         .as_array()
         .into_iter()
         .flatten()
-        .any(|error| error["errorCode"] == "INVALID_SESSION_ID")
+        .any(|error| error["errorCode"] == code)
 }
 
 fn parse_token(answer: &Answer, expires_ms: u64) -> Option<SalesforceToken> {
