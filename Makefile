@@ -137,6 +137,7 @@ bench: tools build
 	cargo build -p rulegate-tests --bin standins
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 	python3 bench/bench.py
+	cd bench/micro && cargo bench --quiet 2>/dev/null | grep -E "time:|^[a-z]"
 
 demo: tools build
 	cargo build -p rulegate-tests --bin standins
