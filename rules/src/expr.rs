@@ -154,6 +154,14 @@ impl Scope {
         }
         Scope { context }
     }
+
+    /// Takes a new `context` from the event; `user` does not change while
+    /// the rules run, so only this part is converted again when a rule
+    /// adds claims or a webhook answers.
+    pub fn refresh_context(&mut self, event: &Value) {
+        let value = event.get("context").map_or(cel::Value::Null, to_cel);
+        self.context.add_variable_from_value("context", value);
+    }
 }
 
 #[cfg(test)]

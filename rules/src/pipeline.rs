@@ -238,7 +238,7 @@ impl Pipeline {
             Step::Rule(_) => {
                 self.event
                     .note_webhook_answer(&rule.name, Webhook::answer_value(answer));
-                self.scope = None;
+                self.refresh_scope();
                 if answer.is_success() {
                     Ok(())
                 } else {
@@ -296,6 +296,13 @@ impl Pipeline {
         match when.eval_bool(self.scope())? {
             true => Ok(None),
             false => Ok(Some("condition is false".into())),
+        }
+    }
+
+    /// Brings the expression scope up to date with the event's context.
+    fn refresh_scope(&mut self) {
+        if let Some(scope) = self.scope.as_mut() {
+            scope.refresh_context(self.event.as_value());
         }
     }
 
@@ -475,7 +482,7 @@ impl Pipeline {
             self.event.note_access_claim(name, value);
         }
         if !added.is_empty() || !access.is_empty() {
-            self.scope = None;
+            self.refresh_scope();
         }
         self.report(rule, RuleResult::Ran);
     }
