@@ -33,8 +33,8 @@ trap 'echo; echo "stopping the demo"; exit 0' INT TERM
 # The services' credentials, as the stand-ins expect them. With the real
 # services these come from your secret store, never from a file in git.
 export FULLCONTACT_API_KEY=fullcontact-api-key
-export SLACK_SIGNUP_WEBHOOK_URL=https://hooks.slack.com/services/T0RULEGATE/B0SIGNUPS/signupsecret
-export SLACK_ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T0RULEGATE/B0ALERTS/alertsecret
+export SLACK_SIGNUP_WEBHOOK_URL=https://hooks.slack.com/services/T-RULEGATE-DEMO/B-SIGNUPS/signupsecret
+export SLACK_ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T-RULEGATE-DEMO/B-ALERTS/alertsecret
 export SEGMENT_WRITE_KEY=segment-write-key
 export KEEN_WRITE_KEY=keen-write-key
 export ZAPIER_HOOK_URL=https://hooks.zapier.com/hooks/catch/123456/rulegate/

@@ -1138,6 +1138,15 @@ mod tests {
         Config::from_json(value.to_string().as_bytes(), &|_| None)
     }
 
+    /// A configuration with only its required fields, plus `extra`.
+    fn base_with(extra: Value) -> Value {
+        let mut config = json!({"issuer": "https://a", "provider": {"cluster": "idp"}});
+        for (name, value) in extra.as_object().into_iter().flatten() {
+            config[name] = value.clone();
+        }
+        config
+    }
+
     fn field_of(value: Value) -> String {
         match load(value) {
             Err(Error::Config { field, .. }) => field,
@@ -1181,7 +1190,7 @@ mod tests {
             ),
             (
                 "unknown top-level field",
-                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "tokn_path": "/t"}),
+                base_with(json!({"tokn_path": "/t"})),
                 "tokn_path",
             ),
             (
@@ -1191,22 +1200,22 @@ mod tests {
             ),
             (
                 "hmac in allowlist",
-                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "allowed_algorithms": ["HS256"]}),
+                base_with(json!({"allowed_algorithms": ["HS256"]})),
                 "allowed_algorithms[0]",
             ),
             (
                 "none in allowlist",
-                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "allowed_algorithms": ["none"]}),
+                base_with(json!({"allowed_algorithms": ["none"]})),
                 "allowed_algorithms[0]",
             ),
             (
                 "signing with PS256",
-                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "signing": {"algorithm": "PS256"}}),
+                base_with(json!({"signing": {"algorithm": "PS256"}})),
                 "signing.algorithm",
             ),
             (
                 "relative token path",
-                json!({"issuer": "https://a", "provider": {"cluster": "idp"}, "token_path": "token"}),
+                base_with(json!({"token_path": "token"})),
                 "token_path",
             ),
         ];

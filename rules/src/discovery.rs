@@ -41,11 +41,16 @@ mod tests {
 
     #[test]
     fn discovery_keeps_every_field_but_jwks_uri() -> Result<(), Error> {
-        let doc = br#"{"issuer":"https://i","jwks_uri":"https://i/jwks","token_endpoint":"https://i/token"}"#;
-        let rewritten = rewrite_discovery(doc, "https://i/rg/jwks")?;
+        let document = |jwks_uri: &str| {
+            format!(
+                r#"{{"issuer":"https://i","jwks_uri":"{jwks_uri}","token_endpoint":"https://i/t"}}"#
+            )
+        };
+        let rewritten =
+            rewrite_discovery(document("https://i/jwks").as_bytes(), "https://i/rg/jwks")?;
         assert_eq!(
             String::from_utf8_lossy(&rewritten),
-            r#"{"issuer":"https://i","jwks_uri":"https://i/rg/jwks","token_endpoint":"https://i/token"}"#
+            document("https://i/rg/jwks")
         );
         Ok(())
     }

@@ -84,9 +84,9 @@ use tokio::sync::oneshot;
 
 /// Slack incoming webhook of the sign-ups channel; recorded as `slack`.
 /// The URL is Slack's only credential.
-pub const SLACK_SIGNUPS_PATH: &str = "/services/T0RULEGATE/B0SIGNUPS/signupsecret";
+pub const SLACK_SIGNUPS_PATH: &str = "/services/T-RULEGATE-DEMO/B-SIGNUPS/signupsecret";
 /// Slack incoming webhook of the alerts channel; recorded as `slack_alert`.
-pub const SLACK_ALERTS_PATH: &str = "/services/T0RULEGATE/B0ALERTS/alertsecret";
+pub const SLACK_ALERTS_PATH: &str = "/services/T-RULEGATE-DEMO/B-ALERTS/alertsecret";
 /// Slack cuts message text beyond this many characters.
 pub const SLACK_TEXT_LIMIT: usize = 40_000;
 

@@ -279,7 +279,7 @@ fn slack_refuses_bad_messages_with_its_error_words() {
             ),
             case(
                 "unknown webhook",
-                "/services/T0RULEGATE/B0SIGNUPS/wrong",
+                "/services/T-RULEGATE-DEMO/B-SIGNUPS/wrong",
                 json_headers(),
                 r#"{"text":"a"}"#,
                 404,
