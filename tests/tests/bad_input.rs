@@ -377,3 +377,52 @@ fn ureq_post(stack: &Stack, body: &[u8], headers: &[(&str, &str)]) -> u16 {
     }
     request.send(body).map(|r| r.status().as_u16()).unwrap_or(0)
 }
+
+#[test]
+fn header_values_that_are_not_utf8_are_read_without_trust_or_harm() {
+    use std::io::{Read, Write};
+
+    let stack = fake_stack();
+    let idp = Idp {
+        key: ES256KeyPair::generate().with_key_id("fake-1"),
+        issuer: stack.base.clone(),
+    };
+    stack
+        .services
+        .script("idp_jwks", [json_answer(&idp.jwks())]);
+    stack.services.script(
+        "idp_token",
+        [json_answer(&token_response(&idp.token(json!({}))))],
+    );
+
+    // HTTP clients refuse to send such headers, so write the request by hand.
+    let body = format!("grant_type=authorization_code&code=c&client_id={CLIENT}");
+    let mut request = Vec::new();
+    request.extend_from_slice(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    request.extend_from_slice(b"User-Agent: agent-\xff\xfe\r\n");
+    request.extend_from_slice(b"X-Forwarded-For: \xc3\x28, 203.0.113.9\r\n");
+    request.extend_from_slice(b"Authorization: Basic \xff\xff\r\n");
+    request.extend_from_slice(
+        b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n",
+    );
+    request.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let address = stack.base.trim_start_matches("http://").to_string();
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    socket.write_all(&request).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+
+    // The client id comes from the body (the Authorization header is
+    // unreadable), the token verifies, and the rules run.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let tokens: Value = serde_json::from_str(body).unwrap();
+    let (_, claims) = decode_jwt(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["https://rulegate.dev/claims/plan"], "free");
+    assert_eq!(stack.stat("wasm.rulegate.vm_reload_success"), 0);
+    assert!(!stack.envoy_log().contains("panicked"));
+}
