@@ -50,9 +50,17 @@ fn envoy_binary() -> PathBuf {
     envoy
 }
 
+/// A port that is free now, below Linux's ephemeral range (32768 and up),
+/// so that no outgoing connection takes it before the server binds it.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    for _ in 0..200 {
+        let seed = u16::from_str_radix(&random_token("port")[..4], 16).unwrap_or(0);
+        let port = 20_000 + seed % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// Something unique enough for PKCE verifiers, states and test users.
@@ -79,7 +87,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// How a test wants the shipped configuration changed.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Options {
     /// Replaces the plugin configuration (the JSON in envoy.yaml).
     pub plugin_config: Option<Value>,
@@ -149,10 +157,19 @@ impl Stack {
         Stack::start_with(Options::default())
     }
 
+    /// Starts the stack, on other ports if one was taken between choosing
+    /// it and binding it.
     pub fn start_with(options: Options) -> Stack {
-        let stack = Stack::launch(options);
-        stack.wait_until_ready();
-        stack
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut stack = Stack::launch(options.clone());
+            match stack.wait_until_ready() {
+                Ok(()) => return stack,
+                Err(why) if why.contains("Address already in use") => last = why,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("envoy could not bind its ports three times: {last}");
     }
 
     /// Starts Envoy expecting it to refuse its configuration; returns its log.
@@ -257,20 +274,33 @@ impl Stack {
         self.envoy = Some(command.spawn().expect("start envoy"));
     }
 
-    fn wait_until_ready(&self) {
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            let exited = self
+                .envoy
+                .as_mut()
+                .and_then(|envoy| envoy.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "envoy exited ({status}):\n{}",
+                    tail(&self.envoy_log(), 20)
+                ));
+            }
             let ready = agent()
                 .get(&format!("{}/ready", self.admin))
                 .call()
                 .ok()
                 .is_some_and(|response| response.status().as_u16() == 200);
             if ready {
-                return;
+                return Ok(());
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("envoy was not ready within 30 s");
+        Err(format!(
+            "envoy was not ready within 30 s:\n{}",
+            tail(&self.envoy_log(), 20)
+        ))
     }
 
     /// Stops the provider and starts it again with the same port and keys
