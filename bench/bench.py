@@ -41,6 +41,7 @@ import urllib.request
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 WRK_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 EXCHANGES = int(os.environ.get("BENCH_EXCHANGES", "20000"))
+USERS = int(os.environ.get("BENCH_USERS", "100000"))
 ENVOY = os.path.join(ROOT, ".venv/bin/envoy")
 WASM = os.path.join(ROOT, "target/rulegate.wasm")
 NOOP_WASM = os.path.join(ROOT, "bench/noop/target/wasm32-wasip1/release/noop_filter.wasm")
@@ -198,6 +199,48 @@ def with_jwt_authn(jwks):
 ISSUER_PLACEHOLDER = "__ISSUER__"
 
 
+def minting_provider(services_port):
+    """The token route sent to the stand-ins' minting provider (a new user
+    on every exchange), with the rules that keep user records but call no
+    service, so that only the filter and its store are measured."""
+    def variant(yaml):
+        token_route = ('- match: { safe_regex: { regex: "(?i)/token/?" } }\n'
+                       '                          route: { cluster: oidc_provider }')
+        minted = ('- match: { safe_regex: { regex: "(?i)/token/?" } }\n'
+                  '                          route: { cluster: fake_idp, regex_rewrite: '
+                  '{ pattern: { regex: ".*" }, substitution: /fake-idp/mint/token } }')
+        cluster = (f"    - name: fake_idp\n      type: STATIC\n      connect_timeout: 1s\n"
+                   f"      load_assignment:\n        cluster_name: fake_idp\n"
+                   f"        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: "
+                   f"{{address: 127.0.0.1, port_value: {services_port}}}}}}}}}]}}]\n"
+                   f"    - name: oidc_provider\n")
+        yaml = yaml.replace(token_route, minted, 1).replace("    - name: oidc_provider\n", cluster, 1)
+        start = yaml.index("value: |\n") + len("value: |\n")
+        indent = len(yaml[start:]) - len(yaml[start:].lstrip(" "))
+        lines = []
+        for line in yaml[start:].splitlines(keepends=True):
+            if line.strip() and len(line) - len(line.lstrip(" ")) < indent:
+                break
+            lines.append(line)
+        block = "".join(lines)
+        config = json.loads(block)
+        config["provider"] = {"cluster": "fake_idp", "jwks_path": "/fake-idp/mint/jwks"}
+        config["access_tokens"] = "opaque"
+        config["rules"] = [r for r in config["rules"] if r["type"] in ("set_claim", "rule")
+                           and "webhook" not in r]
+        new_block = "".join(" " * indent + l + "\n" for l in json.dumps(config, indent=2).splitlines())
+        return yaml[:start] + new_block + yaml[start + len(block):]
+    return variant
+
+
+def mint_script(tmp):
+    path = os.path.join(tmp, "mint.lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = "grant_type=authorization_code&code=c&client_id=rulegate-spa"\n'
+                'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
+    return path
+
+
 def wrk(url, seconds, script=None, connections=16):
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
@@ -340,6 +383,21 @@ def main():
         proc.terminate()
         proc.wait()
 
+        # Memory after many logins of distinct users: each adds a record.
+        proc, admin = stack.envoy(minting_provider(stack.services_port))
+        script = mint_script(tmp)
+        wrk(f"{stack.base}/token", 1, script, connections=8)
+        users_before = memory(admin)
+        logins = 0
+        deadline = time.time() + 300
+        while logins < USERS and time.time() < deadline:
+            rps, _ = wrk(f"{stack.base}/token", 5, script, connections=8)
+            logins += int(rps * 5)
+        users_after = memory(admin)
+        first = stat(admin, "^wasmcustom.rulegate.logins.first$").strip()
+        proc.terminate()
+        proc.wait()
+
         # Envoy's own jwt_authn on an RS256 token of the same provider.
         jwks = urllib.request.urlopen(f"http://127.0.0.1:{stack.provider_port}/jwks").read().decode()
         variant = with_jwt_authn(jwks.replace("'", ""))
@@ -369,7 +427,9 @@ def main():
         ("jwt_authn RS256 verification, CPU per request (us)", f"{per_verification_us:.0f}", "reference"),
         (".wasm size (bytes)", f"{size}", "<= 1572864"),
         (f"Envoy memory growth with the filter after ~{done + int(results['token_filter'] * WRK_SECONDS)}"
-         " exchanges (MB)", f"{(memory_after - memory_before) / 1e6:.1f}", "<= 35, flat"),
+         " exchanges of one user (MB)", f"{(memory_after - memory_before) / 1e6:.1f}", "<= 35, flat"),
+        (f"Envoy memory growth after ~{logins} logins of distinct users (MB)",
+         f"{(users_after - users_before) / 1e6:.1f}", "<= 35"),
     ]
     print()
     print(f"Rulegate benchmark: one Envoy worker, loopback, wrk -t1, {WRK_SECONDS} s per figure")
@@ -378,6 +438,7 @@ def main():
           f"jwt_authn {results['jwt_authn']:.0f}")
     print(f"  token endpoint (req/s): alone {results['token_alone']:.0f}, "
           f"with Rulegate {results['token_filter']:.0f}; non-2xx {bad} / {bad_filter}; {rewritten}")
+    print(f"  distinct users: {first}")
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'measure'.ljust(width)}  {'figure':>10}  target")

@@ -747,6 +747,13 @@ struct Decision {
 /// Judges the request, picks the answer (script, outage or normal), applies
 /// the normal answer's side effect and records the request.
 fn decide(shared: &Shared, inbound: &Inbound) -> Decision {
+    if let Some(reply) = mint(inbound) {
+        // Minted logins are load, not evidence: they are not recorded.
+        return Decision {
+            delay: None,
+            reply: Some(reply),
+        };
+    }
     let route = Route::of(&inbound.path);
     let mut state = shared.lock();
     let verdict = match &inbound.unreadable {
@@ -1456,6 +1463,54 @@ fn zapier(inbound: &Inbound) -> Checked {
         "status": "success",
     });
     Ok(Verdict::accept(Answer::json(200, &answer)).with_problems(problems))
+}
+
+// ---------------------------------------------------------------------------
+// A provider that mints a login for a new user on every token request, for
+// load: `/fake-idp/mint/token` and its key set `/fake-idp/mint/jwks`.
+// ---------------------------------------------------------------------------
+
+/// The minting provider's signing key, made once per process.
+fn mint_key() -> &'static jwt_simple::prelude::ES256KeyPair {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<jwt_simple::prelude::ES256KeyPair> = OnceLock::new();
+    KEY.get_or_init(|| jwt_simple::prelude::ES256KeyPair::generate().with_key_id("mint-1"))
+}
+
+/// Answers the minting provider's two paths; `None` for any other path.
+/// The issuer is the Host the request came with (Envoy's listener), the
+/// audience the form's `client_id`, the subject new every time.
+fn mint(inbound: &Inbound) -> Option<Answer> {
+    use jwt_simple::prelude::*;
+    match inbound.path.as_str() {
+        "/fake-idp/mint/jwks" => {
+            let jwk: Value = serde_json::from_str(&mint_key().public_key().to_jwk()).ok()?;
+            Some(Answer::json(200, &json!({ "keys": [jwk] })))
+        }
+        "/fake-idp/mint/token" => {
+            let host = inbound.headers.get("host")?;
+            let client = form_urlencoded::parse(inbound.body.as_bytes())
+                .find(|(name, _)| name == "client_id")
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default();
+            let user = format!("user-{}", uuid_simple());
+            let custom: Map<String, Value> = json!({
+                "email": format!("{user}@example.com"), "email_verified": true, "name": "Minted User"
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+            let claims = Claims::with_custom_claims(custom, Duration::from_mins(5))
+                .with_issuer(format!("http://{host}"))
+                .with_audience(client)
+                .with_subject(user);
+            let token = mint_key().sign(claims).ok()?;
+            let body = json!({"access_token": uuid_simple(), "token_type": "Bearer",
+                              "expires_in": 300, "id_token": token});
+            Some(Answer::json(200, &body))
+        }
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------
