@@ -146,6 +146,13 @@ fn the_bad_input_catalogue() {
             Expect::Rewritten,
         ),
         (
+            "a chunked response (no content-length)",
+            json_answer(&token_response(&idp.token(json!({}))))
+                .with_header("transfer-encoding", "chunked"),
+            vec![],
+            Expect::Rewritten,
+        ),
+        (
             "a response that is not JSON",
             ScriptedAnswer::status(200)
                 .with_header("content-type", "text/html")
