@@ -754,7 +754,7 @@ fn same_path(path: &str, configured: &str) -> bool {
     path.eq_ignore_ascii_case(configured)
 }
 
-/// What a held response on the token path is.
+/// What a held response (token endpoint or discovery) is.
 enum Readability {
     /// A successful JSON response Rulegate can read.
     Readable,
@@ -765,8 +765,8 @@ enum Readability {
     Unreadable(&'static str),
 }
 
-/// Classifies the held response on the token path.
-fn token_response_readability(max_bytes: usize) -> Readability {
+/// Classifies a held response from its headers.
+fn response_readability(max_bytes: usize) -> Readability {
     if host::response_header(":status").as_deref() != Some("200") {
         return Readability::NotTokenResponse;
     }
@@ -787,20 +787,6 @@ fn token_response_readability(max_bytes: usize) -> Readability {
         return Readability::Unreadable("the response is larger than max_response_bytes");
     }
     Readability::Readable
-}
-
-/// Whether the held response is a plain (uncompressed) successful JSON
-/// answer Rulegate may read and rewrite.
-fn is_plain_json_ok(max_bytes: usize) -> bool {
-    let status_ok = host::response_header(":status").as_deref() == Some("200");
-    let json = host::response_header("content-type")
-        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
-    let identity = host::response_header("content-encoding")
-        .is_none_or(|value| value.eq_ignore_ascii_case("identity"));
-    let fits = host::response_header("content-length")
-        .and_then(|value| value.parse::<usize>().ok())
-        .is_none_or(|length| length <= max_bytes);
-    status_ok && json && identity && fits
 }
 
 impl Context for Stream {
@@ -895,7 +881,7 @@ impl HttpContext for Stream {
         };
         let max_bytes = plugin.config.max_response_bytes;
         if let Route::Token(exchange) = &mut self.route {
-            let readability = token_response_readability(max_bytes);
+            let readability = response_readability(max_bytes);
             exchange.pass = !matches!(readability, Readability::Readable) || end_of_stream;
             return match readability {
                 Readability::Unreadable(why) => {
@@ -918,7 +904,7 @@ impl HttpContext for Stream {
         let Route::Discovery { hold } = &mut self.route else {
             return Action::Continue;
         };
-        *hold = !end_of_stream && is_plain_json_ok(max_bytes);
+        *hold = !end_of_stream && matches!(response_readability(max_bytes), Readability::Readable);
         if *hold {
             Action::Pause
         } else {
