@@ -353,3 +353,96 @@ fn jwks_key_carrying_private_members_is_refused() {
     let document = json!({"keys": [public]}).to_string();
     assert!(ProviderKeys::from_jwks(document.as_bytes(), &Algorithm::ALL).is_err());
 }
+
+/// RSA tokens have their claims checked by Rulegate, the others by
+/// jwt-simple: both must judge every claim alike.
+#[test]
+fn claims_are_judged_alike_whatever_the_algorithm() {
+    let cases = [
+        ("valid", json!({}), Ok("user-1".to_string())),
+        (
+            "audience list",
+            json!({"aud": ["other", CLIENT]}),
+            Ok("user-1".into()),
+        ),
+        ("expired", json!({"exp": NOW - 61}), Err(Rejection::Expired)),
+        (
+            "expired within skew",
+            json!({"exp": NOW - 30}),
+            Ok("user-1".into()),
+        ),
+        (
+            "nbf ahead",
+            json!({"nbf": NOW + 120}),
+            Err(Rejection::NotYetValid),
+        ),
+        (
+            "nbf within skew",
+            json!({"nbf": NOW + 30}),
+            Ok("user-1".into()),
+        ),
+        (
+            "iat ahead",
+            json!({"iat": NOW + 120}),
+            Err(Rejection::NotYetValid),
+        ),
+        (
+            "wrong aud",
+            json!({"aud": "another-app"}),
+            Err(Rejection::WrongAudience),
+        ),
+        (
+            "aud list without client",
+            json!({"aud": ["a", "b"]}),
+            Err(Rejection::WrongAudience),
+        ),
+        (
+            "no aud",
+            json!({"aud": null}),
+            Err(Rejection::WrongAudience),
+        ),
+        (
+            "wrong iss",
+            json!({"iss": "https://evil.example.com"}),
+            Err(Rejection::WrongIssuer),
+        ),
+        ("no iss", json!({"iss": null}), Err(Rejection::WrongIssuer)),
+        (
+            "no exp",
+            json!({"exp": null}),
+            Err(Rejection::MissingClaim("exp")),
+        ),
+        (
+            "no sub",
+            json!({"sub": null}),
+            Err(Rejection::MissingClaim("sub")),
+        ),
+    ];
+    for (name, changes, expected) in cases {
+        let rsa = rs256(changes.clone());
+        let ec = provider().ec.sign(claims(changes)).expect("sign");
+        assert_eq!(check(&rsa), expected, "RS256: {name}");
+        assert_eq!(check(&ec), expected, "ES256: {name}");
+    }
+}
+
+/// A token whose header says it is something other than a JWT is refused
+/// even with a good RSA signature.
+#[test]
+fn rsa_token_of_a_foreign_type_is_rejected() {
+    for (typ, expected) in [
+        ("JWT", Ok("user-1".to_string())),
+        ("at+jwt", Ok("user-1".into())),
+        ("JOSE", Err(Rejection::Malformed)),
+    ] {
+        let options = HeaderOptions {
+            signature_type: Some(typ.into()),
+            ..HeaderOptions::default()
+        };
+        let token = provider()
+            .rsa
+            .sign_with_options(claims(json!({})), &options)
+            .expect("sign");
+        assert_eq!(check(&token), expected, "typ {typ}");
+    }
+}
