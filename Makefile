@@ -31,11 +31,14 @@ NODE_STAMPS   := $(foreach d,$(NODE_DIRS),$(d)/node_modules/.npm-ci.stamp)
 tools: system-packages wasm-target envoy node-deps
 
 # Debian packages the scripts use; installed only when missing. Node.js 20
-# and Python 3 with venv come with the machine image.
+# and Python 3 with venv come with the machine image. Python's
+# `cryptography` is the independent RSA implementation the tests compare
+# Rulegate's verification with.
 SYSTEM_COMMANDS := openssl curl wasm-opt
 system-packages:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$(echo $$c | sed 's/^wasm-opt$$/binaryen/')"; done; \
 	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
+	if ! $(PYTHON) -c 'import cryptography' 2>/dev/null; then missing="$$missing python3-cryptography"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

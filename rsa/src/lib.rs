@@ -20,7 +20,10 @@
 //! modulus and smaller than it; a PKCS #1 v1.5 encoding is rebuilt from the
 //! digest and compared whole (so the DigestInfo must carry its NULL
 //! parameter, as RFC 8017 writes it); a PSS salt must be as long as the
-//! digest, as RFC 7518 requires for PS256, PS384 and PS512.
+//! digest, as RFC 7518 requires for PS256, PS384 and PS512. Keys are
+//! those FIPS 186-5 allows: a modulus of 2048 bits or more (up to 8192
+//! here) and an odd exponent above 2¹⁶ (up to 32 bits here; providers use
+//! 65537).
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -82,7 +85,7 @@ pub enum KeyError {
     ModulusSize(usize),
     /// The modulus is even, so it cannot be an RSA modulus.
     EvenModulus,
-    /// The exponent is even, below 3, or wider than 32 bits.
+    /// The exponent is even, below 65537, or wider than 32 bits.
     Exponent,
 }
 
@@ -95,7 +98,7 @@ impl std::fmt::Display for KeyError {
             ),
             KeyError::EvenModulus => f.write_str("RSA modulus is even"),
             KeyError::Exponent => {
-                f.write_str("RSA exponent must be odd, at least 3 and at most 32 bits wide")
+                f.write_str("RSA exponent must be odd, at least 65537 and at most 32 bits wide")
             }
         }
     }
@@ -157,7 +160,7 @@ impl PublicKey {
         let exponent = exponent
             .iter()
             .fold(0u32, |value, byte| (value << 8) | u32::from(*byte));
-        if exponent < 3 || exponent & 1 == 0 {
+        if exponent <= 1 << 16 || exponent & 1 == 0 {
             return Err(KeyError::Exponent);
         }
 
@@ -527,4 +530,76 @@ fn to_be_bytes(limbs: &[u64], len: usize) -> Vec<u8> {
         *slot = pending as u8;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An odd modulus of `bits` bits: all ones.
+    fn modulus(bits: usize) -> Vec<u8> {
+        let mut bytes = vec![0xff; bits.div_ceil(8)];
+        bytes[0] = 0xff >> (8 * bytes.len() - bits);
+        bytes
+    }
+
+    #[test]
+    fn keys_outside_fips_186_5_are_refused() {
+        let f4 = [0x01, 0x00, 0x01];
+        assert!(PublicKey::from_be_bytes(&modulus(2048), &f4).is_ok());
+        assert!(PublicKey::from_be_bytes(&modulus(8192), &f4).is_ok());
+        assert_eq!(
+            PublicKey::from_be_bytes(&modulus(2047), &f4).err(),
+            Some(KeyError::ModulusSize(2047))
+        );
+        assert_eq!(
+            PublicKey::from_be_bytes(&modulus(8193), &f4).err(),
+            Some(KeyError::ModulusSize(8193))
+        );
+        let mut even = modulus(2048);
+        even[255] = 0xfe;
+        assert_eq!(
+            PublicKey::from_be_bytes(&even, &f4).err(),
+            Some(KeyError::EvenModulus)
+        );
+        for exponent in [
+            &[0x03][..],
+            &[0x01, 0x00, 0x00],
+            &[0x01, 0x00, 0x01, 0x00, 0x01],
+            &[],
+        ] {
+            assert_eq!(
+                PublicKey::from_be_bytes(&modulus(2048), exponent).err(),
+                Some(KeyError::Exponent),
+                "exponent {exponent:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn leading_zero_bytes_of_a_jwk_are_ignored() {
+        let mut padded = vec![0, 0];
+        padded.extend(modulus(2048));
+        let key = PublicKey::from_be_bytes(&padded, &[0, 0x01, 0x00, 0x01]).unwrap();
+        assert_eq!(key.bits(), 2048);
+    }
+
+    #[test]
+    fn limbs_round_trip_through_bytes() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let limbs = from_be_bytes(&bytes, 2048usize.div_ceil(LIMB_BITS as usize));
+        assert!(limbs.iter().all(|limb| *limb <= LIMB_MASK));
+        assert_eq!(to_be_bytes(&limbs, 256), bytes);
+    }
+
+    #[test]
+    fn minus_inverse_is_the_negated_inverse_modulo_2_to_the_28() {
+        for odd in [1u64, 3, 0x0fff_ffff, 0x0123_4567] {
+            assert_eq!(
+                (odd * minus_inverse(odd)) & LIMB_MASK,
+                LIMB_MASK,
+                "{odd:#x}"
+            );
+        }
+    }
 }
