@@ -45,6 +45,8 @@ USERS = int(os.environ.get("BENCH_USERS", "100000"))
 ENVOY = os.path.join(ROOT, ".venv/bin/envoy")
 WASM = os.path.join(ROOT, "target/rulegate.wasm")
 NOOP_WASM = os.path.join(ROOT, "bench/noop/target/wasm32-wasip1/release/noop_filter.wasm")
+VERIFY_WASM = os.path.join(ROOT, "bench/verify/target/wasm32-wasip1/release/verify_bench_filter.wasm")
+VERIFY_RUNS = 5
 
 STATIC_ROUTE = """                        - match: { path: /bench/static }
                           direct_response: { status: 200, body: { inline_string: "ok" } }
@@ -338,8 +340,150 @@ def histogram_quantiles(admin, name):
     return quantiles
 
 
+VERIFY_YAML = """static_resources:
+  listeners:
+    - address: { socket_address: { address: 127.0.0.1, port_value: PORT } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bench
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: / }
+                          direct_response: { status: 404 }
+                http_filters:
+                  - name: verify-bench
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: CONFIGURATION
+                        vm_config:
+                          vm_id: verify-bench
+                          runtime: envoy.wasm.runtime.v8
+                          code: { local: { filename: WASM } }
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ADMIN } }
+"""
+
+
+def verification_cases():
+    """Keys and tokens signed by Python's `cryptography`, for the
+    verification benchmark filter (bench/verify)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def uint(value):
+        return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+    claims = b64(json.dumps({"iss": "https://bench.example.com", "sub": "user-1", "aud": "bench",
+                             "iat": 1_800_000_000 - 10, "exp": 1_800_000_000 + 300,
+                             "email": "ada@example.com", "email_verified": True}).encode())
+    cases = []
+
+    def add(name, alg, jwk, sign):
+        header = b64(json.dumps({"alg": alg, "kid": "bench", "typ": "JWT"}).encode())
+        message = f"{header}.{claims}".encode()
+        cases.append({"name": name, "alg": alg, "jwk": dict(jwk, kid="bench"),
+                      "token": f"{header}.{claims}.{b64(sign(message))}"})
+
+    for bits in (2048, 3072, 4096):
+        key = rsa.generate_private_key(65537, bits)
+        numbers = key.public_key().public_numbers()
+        jwk = {"kty": "RSA", "n": b64(uint(numbers.n)), "e": b64(uint(numbers.e))}
+        add(f"RS256 (RSA-{bits})", "RS256", jwk,
+            lambda m, key=key: key.sign(m, padding.PKCS1v15(), hashes.SHA256()))
+        if bits == 2048:
+            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+            add("PS256 (RSA-2048)", "PS256", jwk,
+                lambda m, key=key, pss=pss: key.sign(m, pss, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x.to_bytes(32, "big")),
+           "y": b64(numbers.y.to_bytes(32, "big"))}
+
+    def es256(message):
+        r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    add("ES256", "ES256", jwk, es256)
+    key = ed25519.Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives import serialization
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    add("EdDSA (Ed25519)", "EdDSA", {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}, key.sign)
+    return cases
+
+
+def verification_costs(tmp):
+    """Per-verification CPU inside Envoy (one worker, the host's clock):
+    jwt-simple's verification against Rulegate's, median of VERIFY_RUNS
+    runs. Returns rows (case, jwt-simple us, Rulegate us)."""
+    cases = verification_cases()
+    port, admin_port = free_port(), free_port()
+    configuration = json.dumps(json.dumps({"cases": cases}))
+    yaml = (VERIFY_YAML.replace("ADMIN", str(admin_port)).replace("PORT", str(port))
+            .replace("CONFIGURATION", configuration).replace("WASM", VERIFY_WASM))
+    path = os.path.join(tmp, "verify-envoy.yaml")
+    with open(path, "w") as f:
+        f.write(yaml)
+    log = open(os.path.join(tmp, "verify-envoy.log"), "w")
+    proc = subprocess.Popen([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart",
+                             "--log-level", "warn"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    rows = []
+    try:
+        wait_http(f"http://127.0.0.1:{admin_port}/ready")
+
+        def per_op(index, implementation, count):
+            url = f"http://127.0.0.1:{port}/verify/{index}/{implementation}/{count}"
+            answer = json.load(urllib.request.urlopen(url, timeout=120))
+            if answer.get("ok") != count:
+                raise SystemExit(f"{cases[index]['name']}: {implementation} verified "
+                                 f"{answer.get('ok')} of {count}: {answer}")
+            return answer["per_op_us"]
+
+        for index, case in enumerate(cases):
+            figures = []
+            for implementation in ("jwt-simple", "rulegate"):
+                count = 20 if case["alg"] in ("RS256", "PS256") and "2048" not in case["name"] else 100
+                per_op(index, implementation, 5)  # warm up: V8 compiles lazily
+                runs = sorted(per_op(index, implementation, count) for _ in range(VERIFY_RUNS))
+                figures.append(runs[len(runs) // 2])
+            rows.append((case["name"], figures[0], figures[1]))
+    finally:
+        proc.terminate()
+        proc.wait()
+    return rows
+
+
+def print_verification_costs(rows):
+    print()
+    print("Token verification inside Envoy (V8, one worker), CPU per verification, "
+          f"median of {VERIFY_RUNS} runs")
+    width = max(len(row[0]) for row in rows)
+    print(f"{'token'.ljust(width)}  {'jwt-simple':>10}  {'Rulegate':>9}  target")
+    for name, before, after in rows:
+        target = "<= 100 us" if name == "RS256 (RSA-2048)" else ""
+        print(f"{name.ljust(width)}  {before:>8.0f} us  {after:>6.0f} us  {target}")
+
+
 def main():
-    for tool in (ENVOY, WASM, NOOP_WASM, os.path.join(ROOT, "target/debug/standins")):
+    if sys.argv[1:] == ["verify"]:
+        print_verification_costs(verification_costs(tempfile.mkdtemp(prefix="rulegate-bench-")))
+        return
+    for tool in (ENVOY, WASM, NOOP_WASM, VERIFY_WASM, os.path.join(ROOT, "target/debug/standins")):
         if not os.path.exists(tool):
             raise SystemExit(f"{tool} is missing: run `make bench`, which builds it")
     if not shutil.which("wrk"):
@@ -348,6 +492,7 @@ def main():
     stack = Stack(tmp)
     results = {}
     static = f"{stack.base}/bench/static"
+    verification = verification_costs(tmp)
     try:
         for name, variant in [("alone", alone), ("scoped", scoped),
                               ("every_route", every_route), ("noop_every_route", noop_every_route)]:
@@ -444,6 +589,7 @@ def main():
     print(f"{'measure'.ljust(width)}  {'figure':>10}  target")
     for name, value, target in rows:
         print(f"{name.ljust(width)}  {value:>10}  {target}")
+    print_verification_costs(verification)
 
 
 if __name__ == "__main__":
