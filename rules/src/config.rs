@@ -1106,7 +1106,11 @@ pub(crate) fn split_origin(url: &str) -> Option<(&str, &str)> {
 /// error still carries its line and column.
 fn parse_at<T: DeserializeOwned>(prefix: &str, text: &[u8]) -> Result<T, Error> {
     let value: Value = serde_json::from_slice(text).map_err(|err| {
-        let field = if prefix.is_empty() { "(configuration)" } else { prefix };
+        let field = if prefix.is_empty() {
+            "(configuration)"
+        } else {
+            prefix
+        };
         Error::config(field, err.to_string())
     })?;
     parse_value_at(prefix, value)
