@@ -20,10 +20,9 @@
 //! modulus and smaller than it; a PKCS #1 v1.5 encoding is rebuilt from the
 //! digest and compared whole (so the DigestInfo must carry its NULL
 //! parameter, as RFC 8017 writes it); a PSS salt must be as long as the
-//! digest, as RFC 7518 requires for PS256, PS384 and PS512. Keys are
-//! those FIPS 186-5 allows: a modulus of 2048 bits or more (up to 8192
-//! here) and an odd exponent above 2¹⁶ (up to 32 bits here; providers use
-//! 65537).
+//! digest, as RFC 7518 requires for PS256, PS384 and PS512. Keys have a
+//! modulus of 2048 to 8192 bits and an odd exponent of at most 32 bits;
+//! which exponents to trust is the caller's policy.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -85,7 +84,7 @@ pub enum KeyError {
     ModulusSize(usize),
     /// The modulus is even, so it cannot be an RSA modulus.
     EvenModulus,
-    /// The exponent is even, below 65537, or wider than 32 bits.
+    /// The exponent is even, below 3, or wider than 32 bits.
     Exponent,
 }
 
@@ -98,7 +97,7 @@ impl std::fmt::Display for KeyError {
             ),
             KeyError::EvenModulus => f.write_str("RSA modulus is even"),
             KeyError::Exponent => {
-                f.write_str("RSA exponent must be odd, at least 65537 and at most 32 bits wide")
+                f.write_str("RSA exponent must be odd, at least 3 and at most 32 bits wide")
             }
         }
     }
@@ -160,7 +159,7 @@ impl PublicKey {
         let exponent = exponent
             .iter()
             .fold(0u32, |value, byte| (value << 8) | u32::from(*byte));
-        if exponent <= 1 << 16 || exponent & 1 == 0 {
+        if exponent < 3 || exponent & 1 == 0 {
             return Err(KeyError::Exponent);
         }
 
@@ -180,6 +179,11 @@ impl PublicKey {
     /// The size of the modulus in bits.
     pub fn bits(&self) -> usize {
         self.bits
+    }
+
+    /// The public exponent.
+    pub fn exponent(&self) -> u32 {
+        self.exponent
     }
 
     /// Verifies an RSASSA-PKCS1-v1_5 signature (RFC 8017, section 8.2.2)
@@ -544,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_outside_fips_186_5_are_refused() {
+    fn keys_of_unusable_shapes_are_refused() {
         let f4 = [0x01, 0x00, 0x01];
         assert!(PublicKey::from_be_bytes(&modulus(2048), &f4).is_ok());
         assert!(PublicKey::from_be_bytes(&modulus(8192), &f4).is_ok());
@@ -562,8 +566,9 @@ mod tests {
             PublicKey::from_be_bytes(&even, &f4).err(),
             Some(KeyError::EvenModulus)
         );
+        assert!(PublicKey::from_be_bytes(&modulus(2048), &[0x03]).is_ok());
         for exponent in [
-            &[0x03][..],
+            &[0x01][..],
             &[0x01, 0x00, 0x00],
             &[0x01, 0x00, 0x01, 0x00, 0x01],
             &[],

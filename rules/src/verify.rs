@@ -205,8 +205,13 @@ fn parse_public_jwk(
     Some(verifier)
 }
 
+/// Smallest RSA public exponent trusted, as FIPS 186-5 sets it (providers
+/// use 65537).
+const MIN_RSA_EXPONENT: u32 = (1 << 16) + 1;
+
 /// The RSA public key of a JWK of type RSA, with its modulus and exponent
-/// in unpadded base64url as RFC 7518 writes them.
+/// in unpadded base64url as RFC 7518 writes them; keys with an exponent
+/// below 65537 are left out.
 fn rsa_public_key(jwk: &Value) -> Option<rulegate_rsa::PublicKey> {
     if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
         return None;
@@ -215,7 +220,9 @@ fn rsa_public_key(jwk: &Value) -> Option<rulegate_rsa::PublicKey> {
         let text = jwk.get(name).and_then(Value::as_str)?;
         URL_SAFE_NO_PAD.decode(text).ok()
     };
-    rulegate_rsa::PublicKey::from_be_bytes(&member("n")?, &member("e")?).ok()
+    rulegate_rsa::PublicKey::from_be_bytes(&member("n")?, &member("e")?)
+        .ok()
+        .filter(|key| key.exponent() >= MIN_RSA_EXPONENT)
 }
 
 /// The public members of a JWK: a provider that mistakenly publishes a

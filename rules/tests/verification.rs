@@ -446,3 +446,12 @@ fn rsa_token_of_a_foreign_type_is_rejected() {
         assert_eq!(check(&token), expected, "typ {typ}");
     }
 }
+
+/// RSA keys with an exponent below 65537 (FIPS 186-5) are not trusted.
+#[test]
+fn rsa_key_with_a_small_exponent_is_left_out() {
+    let mut jwk: Value = serde_json::from_str(&provider().rsa.public_key().to_jwk()).unwrap();
+    jwk["e"] = json!("Aw");
+    let document = json!({ "keys": [jwk] }).to_string();
+    assert!(ProviderKeys::from_jwks(document.as_bytes(), &Algorithm::ALL).is_err());
+}
