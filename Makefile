@@ -139,6 +139,7 @@ bench: tools build
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	cargo build -p rulegate-tests --bin standins
 	cd bench/noop && cargo build --release --target wasm32-wasip1
+	cd bench/verify && cargo build --release --target wasm32-wasip1
 	python3 bench/bench.py
 	cd bench/micro && cargo bench --quiet 2>/dev/null | grep -E "time:|^[a-z]"
 

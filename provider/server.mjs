@@ -21,6 +21,9 @@
 //   OPAQUE_ACCESS_TOKENS 1 = opaque access tokens, as the provider issued
 //                        before it had JWT ones (see "Access tokens");
 //                        unset or 0 = JWT access tokens
+//   BACKEND_ID_TOKEN_ALG the algorithm of rulegate-backend's id_tokens
+//                        (default ES256; the benchmark uses RS256, what
+//                        most providers sign with)
 //
 // Endpoints (all under ISSUER)
 //   /.well-known/openid-configuration   discovery
@@ -42,7 +45,8 @@
 //                     required; authorization_code, refresh_token
 //   rulegate-backend  client_secret_basic, secret "backend-secret";
 //                     authorization_code, refresh_token, client_credentials;
-//                     id_token signed ES256 (the default is RS256)
+//                     id_token signed ES256 (the default is RS256), or
+//                     BACKEND_ID_TOKEN_ALG
 //   Both: redirect URI ISSUER/callback (+ EXTRA_REDIRECT_URIS); a refresh
 //   token on every code exchange; the refresh grant returns a new id_token.
 //
@@ -384,7 +388,7 @@ const configuration = {
       grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
       response_types: ['code'],
       redirect_uris: redirectUris,
-      id_token_signed_response_alg: 'ES256',
+      id_token_signed_response_alg: process.env.BACKEND_ID_TOKEN_ALG || 'ES256',
     },
   ],
   clientDefaults: { id_token_signed_response_alg: 'RS256' },

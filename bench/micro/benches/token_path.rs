@@ -1,6 +1,7 @@
-//! The token path's pieces, natively: RS256 and ES256 verification of an
-//! id_token, ES256 / EdDSA / RS256 re-signing, CEL rule evaluation, and the
-//! whole path (parse the response, verify, run five claim rules, re-sign).
+//! The token path's pieces, natively: RS256 (by key size, against
+//! jwt-simple's own verification) and ES256 verification of an id_token,
+//! ES256 / EdDSA / RS256 re-signing, CEL rule evaluation, and the whole path
+//! (parse the response, verify, run five claim rules, re-sign).
 //! Inside Envoy the same code runs several times slower (see
 //! BENCHMARKS.md); these figures show where the time goes.
 
@@ -138,9 +139,31 @@ fn token_path(c: &mut Criterion) {
     });
 }
 
+/// RS256 verification by key size: Rulegate's (`rules::verify`, on
+/// `rulegate-rsa`) against jwt-simple's own, which Rulegate used before.
+fn rsa_sizes(c: &mut Criterion) {
+    let policy = policy();
+    for bits in [2048, 3072, 4096] {
+        let Ok(pair) = RS256KeyPair::generate(bits).map(|k| k.with_key_id("rsa")) else { return };
+        let token = pair.sign(claims()).unwrap_or_default();
+        let keys = keys_for(&pair.public_key().to_jwk());
+        c.bench_function(&format!("RS256 RSA-{bits}, Rulegate"), |b| {
+            b.iter(|| verify(&keys, &policy, black_box(&token), Some("spa"), NOW))
+        });
+        let public = pair.public_key();
+        let options = VerificationOptions {
+            artificial_time: Some(Duration::from_secs(NOW)),
+            ..VerificationOptions::default()
+        };
+        c.bench_function(&format!("RS256 RSA-{bits}, jwt-simple"), |b| {
+            b.iter(|| public.verify_token::<NoCustomClaims>(black_box(&token), Some(options.clone())))
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = token_path
+    targets = token_path, rsa_sizes
 }
 criterion_main!(benches);

@@ -1,11 +1,14 @@
-//! Times token verification inside Envoy's wasm runtime.
+//! Times token verification and signing inside Envoy's wasm runtime.
 //!
 //! The plugin configuration (written by bench.py) lists cases, each a JWK
-//! and a token it signed. `GET /verify/CASE/IMPLEMENTATION/COUNT` verifies
-//! case CASE's token COUNT times with IMPLEMENTATION (`jwt-simple`: the
+//! and a token it signed, and signing keys. `GET /verify/CASE/IMPL/COUNT`
+//! verifies case CASE's token COUNT times with IMPL (`jwt-simple`: the
 //! crate's own verification, as Rulegate did before it had its own RSA
-//! code; `rulegate`: `rules::verify` as the filter runs it) and answers
-//! `{"ok": N, "per_op_us": T}` with the host clock's mean per verification.
+//! code; `rulegate`: `rules::verify` as the filter runs it);
+//! `GET /sign/KEY/rulegate/COUNT` re-signs the first case's claims, plus
+//! one custom claim, COUNT times with signing key KEY, as the filter does.
+//! Both answer `{"ok": N, "per_op_us": T}` with the host clock's mean per
+//! operation.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,7 +16,9 @@ use std::time::Duration;
 use jwt_simple::prelude::*;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use rules::config::{Algorithm, VerifyPolicy};
+use rules::claims::VerifiedClaims;
+use rules::config::{Algorithm, Signing, VerifyPolicy};
+use rules::sign::Signer;
 use rules::verify::{verify, ProviderKeys};
 use serde_json::{json, Value};
 
@@ -22,7 +27,10 @@ const AUDIENCE: &str = "bench";
 const NOW: u64 = 1_800_000_000;
 
 #[derive(Clone, Default)]
-struct Cases(Vec<Value>);
+struct Cases {
+    tokens: Vec<Value>,
+    signers: Vec<Value>,
+}
 
 struct Root {
     cases: Cases,
@@ -33,8 +41,11 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
         let parsed: Value = serde_json::from_slice(&config).unwrap_or_default();
-        let cases = parsed["cases"].as_array().cloned().unwrap_or_default();
-        self.cases = Cases(cases);
+        let list = |name: &str| parsed[name].as_array().cloned().unwrap_or_default();
+        self.cases = Cases {
+            tokens: list("cases"),
+            signers: list("signers"),
+        };
         true
     }
     fn get_type(&self) -> Option<ContextType> {
@@ -58,11 +69,19 @@ impl HttpContext for Stream {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let answer = match parts.as_slice() {
             ["verify", case, implementation, count] => {
-                let case = case.parse::<usize>().ok().and_then(|i| self.cases.0.get(i));
+                let case = case.parse::<usize>().ok().and_then(|i| self.cases.tokens.get(i));
                 let count = count.parse::<u32>().unwrap_or(1).max(1);
                 match case {
                     Some(case) => self.time(case, implementation, count),
                     None => json!({"error": "no such case"}),
+                }
+            }
+            ["sign", key, "rulegate", count] => {
+                let key = key.parse::<usize>().ok().and_then(|i| self.cases.signers.get(i));
+                let count = count.parse::<u32>().unwrap_or(1).max(1);
+                match key {
+                    Some(key) => self.time_signing(key, count),
+                    None => json!({"error": "no such key"}),
                 }
             }
             _ => json!({"error": "GET /verify/CASE/IMPLEMENTATION/COUNT"}),
@@ -103,6 +122,46 @@ impl Stream {
         let elapsed = self.get_current_time().duration_since(start).unwrap_or_default();
         json!({"ok": ok, "per_op_us": elapsed.as_secs_f64() * 1e6 / f64::from(count)})
     }
+}
+
+impl Stream {
+    fn time_signing(&self, key: &Value, count: u32) -> Value {
+        let algorithm = Algorithm::from_name(key["alg"].as_str().unwrap_or_default());
+        let signing = algorithm.map(|algorithm| Signing {
+            algorithm,
+            key_id: "bench".into(),
+            private_key_env: "BENCH".into(),
+        });
+        let pem = key["pem"].as_str().unwrap_or_default();
+        let Some(signer) = signing.and_then(|signing| Signer::from_pem(&signing, pem).ok()) else {
+            return json!({"error": "signing key refused"});
+        };
+        let payload = self.cases.tokens.first().and_then(|case| {
+            let token = case["token"].as_str()?;
+            let payload = token.split('.').nth(1)?;
+            let bytes = base64_url(payload)?;
+            serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok()
+        });
+        let claims = VerifiedClaims::assume_verified_for_dry_run(payload.unwrap_or_default());
+        let added = serde_json::Map::from_iter([(
+            "https://example.com/claims/role".to_string(),
+            json!("staff"),
+        )]);
+
+        let start = self.get_current_time();
+        let mut ok = 0;
+        for _ in 0..count {
+            ok += u32::from(signer.resign(&claims, &added, &[]).is_ok());
+        }
+        let elapsed = self.get_current_time().duration_since(start).unwrap_or_default();
+        json!({"ok": ok, "per_op_us": elapsed.as_secs_f64() * 1e6 / f64::from(count)})
+    }
+}
+
+/// Unpadded base64url, as in a JWT.
+fn base64_url(text: &str) -> Option<Vec<u8>> {
+    use jwt_simple::reexports::ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+    Base64UrlSafeNoPadding::decode_to_vec(text, None).ok()
 }
 
 /// jwt-simple's own verification of one algorithm.
