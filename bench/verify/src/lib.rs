@@ -69,7 +69,10 @@ impl HttpContext for Stream {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let answer = match parts.as_slice() {
             ["verify", case, implementation, count] => {
-                let case = case.parse::<usize>().ok().and_then(|i| self.cases.tokens.get(i));
+                let case = case
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.cases.tokens.get(i));
                 let count = count.parse::<u32>().unwrap_or(1).max(1);
                 match case {
                     Some(case) => self.time(case, implementation, count),
@@ -77,7 +80,10 @@ impl HttpContext for Stream {
                 }
             }
             ["sign", key, "rulegate", count] => {
-                let key = key.parse::<usize>().ok().and_then(|i| self.cases.signers.get(i));
+                let key = key
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.cases.signers.get(i));
                 let count = count.parse::<u32>().unwrap_or(1).max(1);
                 match key {
                     Some(key) => self.time_signing(key, count),
@@ -119,7 +125,10 @@ impl Stream {
             };
             ok += u32::from(verified);
         }
-        let elapsed = self.get_current_time().duration_since(start).unwrap_or_default();
+        let elapsed = self
+            .get_current_time()
+            .duration_since(start)
+            .unwrap_or_default();
         json!({"ok": ok, "per_op_us": elapsed.as_secs_f64() * 1e6 / f64::from(count)})
     }
 }
@@ -153,7 +162,10 @@ impl Stream {
         for _ in 0..count {
             ok += u32::from(signer.resign(&claims, &added, &[]).is_ok());
         }
-        let elapsed = self.get_current_time().duration_since(start).unwrap_or_default();
+        let elapsed = self
+            .get_current_time()
+            .duration_since(start)
+            .unwrap_or_default();
         json!({"ok": ok, "per_op_us": elapsed.as_secs_f64() * 1e6 / f64::from(count)})
     }
 }
