@@ -124,7 +124,7 @@ build-test-trap: wasm-target
 # stable toolchain accept them. A crash leaves its input in
 # fuzz/artifacts/TARGET/, to be turned into a named regression test.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := token config form
+FUZZ_TARGETS := token config form expr
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	@for target in $(FUZZ_TARGETS); do \
