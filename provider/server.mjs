@@ -45,6 +45,8 @@
 //                     id_token signed ES256 (the default is RS256)
 //   Both: redirect URI ISSUER/callback (+ EXTRA_REDIRECT_URIS); a refresh
 //   token on every code exchange; the refresh grant returns a new id_token.
+//   rulegate-spa also has ISSUER/ (the demo page, served through Envoy at
+//   the issuer's root, is that single-page app).
 //
 // Access tokens: by default every access token (authorization_code,
 // refresh_token and client_credentials grants, both clients) is a JWT for
@@ -375,7 +377,7 @@ const configuration = {
       token_endpoint_auth_method: 'none',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      redirect_uris: redirectUris,
+      redirect_uris: [...redirectUris, `${ISSUER}/`],
     },
     {
       client_id: 'rulegate-backend',

@@ -27,6 +27,8 @@ const FILTER_WASM: &str = "target/rulegate.wasm";
 /// The Envoy binary `make envoy` installs.
 const ENVOY_BIN: &str = ".venv/bin/envoy";
 const SIGNING_KEY_VAR: &str = "RULEGATE_SIGNING_KEY";
+/// The cluster of the demo page, served by the stand-ins.
+const DEMO_PAGE_CLUSTER: &str = "demo_page";
 
 /// The routes the filter must see, and no others.
 const FILTER_ROUTES: [&str; 3] = [
@@ -291,6 +293,68 @@ fn envoy_yaml_enables_the_filter_only_on_its_routes() {
             "{context}: the plugin's {key} {path:?} has no route enabling the filter",
         );
     }
+}
+
+/// Envoy leads only the demo page's paths to the stand-ins, and only to
+/// their `/demo/` paths: the stand-ins' control API, which changes what
+/// the services answer, must not be reachable through Envoy.
+#[test]
+fn envoy_yaml_routes_only_the_demo_page_to_the_stand_ins() {
+    let config = read_yaml(ENVOY_YAML);
+    let context = format!("in {}", repo_path(ENVOY_YAML).display());
+    let plugin = plugin_configuration();
+    let provider = plugin["provider"]["cluster"].as_str().unwrap_or_default();
+
+    let mut page_routes = 0;
+    for manager in http_connection_managers(&config) {
+        let hosts = manager["route_config"]["virtual_hosts"].as_array();
+        for route in hosts
+            .into_iter()
+            .flatten()
+            .flat_map(|host| host["routes"].as_array().into_iter().flatten())
+        {
+            let action = &route["route"];
+            if action["cluster"] == provider {
+                continue;
+            }
+            assert_eq!(
+                action["cluster"], DEMO_PAGE_CLUSTER,
+                "{context}: a route leads to a cluster other than the provider's and the page's: {route}"
+            );
+            assert!(
+                action["regex_rewrite"].is_null(),
+                "{context}: the page's routes must not rewrite by regex: {route}"
+            );
+            let matched = route["match"]["prefix"]
+                .as_str()
+                .or_else(|| route["match"]["path"].as_str())
+                .unwrap_or_else(|| {
+                    panic!("{context}: a page route matches by neither prefix nor path: {route}")
+                });
+            let upstream = action["prefix_rewrite"].as_str().unwrap_or(matched);
+            assert!(
+                upstream.starts_with("/demo/"),
+                "{context}: a page route reaches the stand-ins at {upstream:?}, outside /demo/: {route}"
+            );
+            page_routes += 1;
+        }
+    }
+    assert!(
+        page_routes > 0,
+        "{context}: no route leads to the demo page"
+    );
+
+    let compose = read_yaml(COMPOSE_FILE);
+    let command = words(&compose["services"]["standins"]["command"]);
+    let port = command
+        .iter()
+        .position(|word| word == "--port")
+        .and_then(|i| command.get(i + 1));
+    assert_eq!(
+        port,
+        Some(&cluster_port(DEMO_PAGE_CLUSTER)),
+        "{COMPOSE_FILE}: the stand-ins must listen where {ENVOY_YAML}'s {DEMO_PAGE_CLUSTER} cluster points",
+    );
 }
 
 // ---------------------------------------------------------------------------
