@@ -5,9 +5,7 @@
 //! `tests/browser/page-login.mjs` drives the browser with playwright-core
 //! and reports what the page showed; this test starts the stack, runs it,
 //! and checks the report against what the rules must have done and what
-//! the stand-ins really received. With `RULEGATE_SCREENSHOT=FILE` it also
-//! saves the page after the first login (`make screenshot` writes the
-//! README's).
+//! the stand-ins really received.
 
 // Assertions on fixtures unwrap: a failure should stop where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -117,16 +115,13 @@ fn drive_page(stack: &Stack, email: &str, logins: u32) -> Value {
         "{} has no playwright-core: run `make node-deps`",
         dir.display()
     );
-    let mut command = Command::new("node");
-    command
+    let output = Command::new("node")
         .arg(dir.join("page-login.mjs"))
         .args(["--base", &stack.base, "--email", email])
         .args(["--password", DEMO_PASSWORD, "--logins", &logins.to_string()])
-        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
-    if let Ok(file) = std::env::var("RULEGATE_SCREENSHOT") {
-        command.args(["--screenshot", &file]);
-    }
-    let output = command.output().expect("run node");
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .output()
+        .expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
