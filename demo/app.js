@@ -40,13 +40,14 @@ let discovery = null;
 let lastPanelKey = '';
 
 document.addEventListener('DOMContentLoaded', () => {
-  byId('login-button').addEventListener('click', () => startLogin().catch(showError));
-  start().catch(showError);
+  byId('login-button').addEventListener('click', () => startLogin().catch(showError('Login failed')));
+  start().catch(showError('Login failed'));
   poll();
 });
 
 async function start() {
-  discovery = await getJson('/.well-known/openid-configuration');
+  discovery = await getJson('/.well-known/openid-configuration')
+    .catch((err) => { throw new Error(`the provider's discovery document is unavailable (${err.message})`); });
   byId('login-button').disabled = false;
   byId('login-state').textContent = `Issuer ${discovery.issuer}, keys at ${discovery.jwks_uri}`;
 
@@ -297,11 +298,14 @@ function sameEmail(a, b) {
   return typeof a === 'string' && typeof b === 'string' && a.toLowerCase() === b.toLowerCase();
 }
 
-function showError(err) {
-  const box = byId('login-error');
-  box.textContent = `Login failed: ${err.message}`;
-  box.hidden = false;
-  byId('login-state').textContent = '';
+// A handler that shows an error under the login button.
+function showError(what) {
+  return (err) => {
+    const box = byId('login-error');
+    box.textContent = `${what}: ${err.message}`;
+    box.hidden = false;
+    byId('login-state').textContent = '';
+  };
 }
 
 async function getJson(path) {
