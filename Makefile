@@ -23,10 +23,10 @@ ENVOY_VERSION := 1.40.0
 ENVOY         := $(VENV)/bin/envoy
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION).stamp
 
-NODE_DIRS     := provider tests/oidc-client
+NODE_DIRS     := provider tests/oidc-client tests/browser
 NODE_STAMPS   := $(foreach d,$(NODE_DIRS),$(d)/node_modules/.npm-ci.stamp)
 
-.PHONY: tools system-packages wasm-target envoy node-deps provider
+.PHONY: tools system-packages wasm-target envoy node-deps provider chromium
 
 tools: system-packages wasm-target envoy node-deps
 
@@ -44,6 +44,15 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v node >/dev/null || { echo "Node.js 20 or later is required (node not found)"; exit 1; }
+
+# Debian's Chromium, the browser the demo page's test drives (Playwright
+# never downloads one). Only the tests need it; installed only when missing.
+CHROMIUM := /usr/lib/chromium/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian packages: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	}
 
 # The filter is built for wasm32-wasip1; add the target only when missing.
 wasm-target:
@@ -68,6 +77,9 @@ $(ENVOY_STAMP):
 	@touch $@
 
 # npm ci in each Node folder; the stamp is redone when the lock changes.
+# tests/browser holds playwright-core, which drives Debian's Chromium and
+# must never fetch a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 node-deps: $(NODE_STAMPS)
 
 %/node_modules/.npm-ci.stamp: %/package-lock.json %/package.json
@@ -90,15 +102,16 @@ WASM := target/rulegate.wasm
 WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
-.PHONY: help build build-test-trap demo test lint fuzz bench
+.PHONY: help build build-test-trap demo test lint fuzz bench screenshot
 
 help:
-	@echo "make demo   build the filter, run Envoy + the OpenID provider on 127.0.0.1"
+	@echo "make demo   build the filter, run Envoy, the OpenID provider and the demo page on 127.0.0.1"
 	@echo "make test   lint, build and run every test"
 	@echo "make build  build $(WASM)"
 	@echo "make tools  install Envoy, the wasm target and the Node packages"
 	@echo "make fuzz   fuzz the parsers (FUZZ_SECONDS per target, default 60)"
 	@echo "make bench  Envoy with and without the filter, against the design's targets"
+	@echo "make screenshot  log in through the demo page in Chromium, save docs/screenshot.png"
 
 # The filter, for Envoy: cargo builds it, Binaryen's optimiser shrinks it
 # by about a quarter (the CEL parser's tables are much of it) into
@@ -153,7 +166,14 @@ lint: wasm-target
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -p rulegate-filter -p rulegate-rules -- -D warnings
 
-# Every test: the pure logic natively, then the built filter in real Envoy.
-test: tools build build-test-trap lint
+# Every test: the pure logic natively, then the built filter in real Envoy,
+# and the demo page in headless Chromium.
+test: tools chromium build build-test-trap lint
 	cargo test --workspace
+
+# The README's picture of the demo page: the demo stack on its usual ports,
+# one login through the page in headless Chromium, docs/screenshot.png.
+screenshot: tools chromium build
+	cargo build -p rulegate-tests --bin standins
+	scripts/screenshot.sh docs/screenshot.png
 

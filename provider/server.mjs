@@ -49,6 +49,8 @@
 //                     BACKEND_ID_TOKEN_ALG
 //   Both: redirect URI ISSUER/callback (+ EXTRA_REDIRECT_URIS); a refresh
 //   token on every code exchange; the refresh grant returns a new id_token.
+//   rulegate-spa also has ISSUER/ (the demo page, served through Envoy at
+//   the issuer's root, is that single-page app).
 //
 // Access tokens: by default every access token (authorization_code,
 // refresh_token and client_credentials grants, both clients) is a JWT for
@@ -379,7 +381,7 @@ const configuration = {
       token_endpoint_auth_method: 'none',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      redirect_uris: redirectUris,
+      redirect_uris: [...redirectUris, `${ISSUER}/`],
     },
     {
       client_id: 'rulegate-backend',

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the demo stack in the foreground: the OpenID provider on
-# 127.0.0.1:3000, the stand-ins for the outside services on 127.0.0.1:4000,
-# and Envoy with the Rulegate filter on 127.0.0.1:10000 (admin on
-# 127.0.0.1:9901), from the repository's own envoy.yaml. Ctrl-C stops them
+# 127.0.0.1:3000, the stand-ins for the outside services on 127.0.0.1:4000
+# (they also serve the demo page), and Envoy with the Rulegate filter on
+# 127.0.0.1:10000 (admin on 127.0.0.1:9901), from the repository's own
+# envoy.yaml; the page is at http://127.0.0.1:10000/. Ctrl-C stops them
 # all. `make demo` builds everything first and calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,7 @@ cat <<MSG
 
 Rulegate demo is running (Ctrl-C stops it).
 
+  Open the demo page:     http://127.0.0.1:10000/
   Issuer, through Envoy:  http://127.0.0.1:10000
   Discovery:              http://127.0.0.1:10000/.well-known/openid-configuration
   Merged JWKS:            http://127.0.0.1:10000/.well-known/rulegate/jwks.json
@@ -75,7 +77,11 @@ Rulegate demo is running (Ctrl-C stops it).
   What services received: http://127.0.0.1:4000/_control/received
   Logs:                   $state/envoy.log, $state/provider.log, $state/standins.log
 
-Log in from another terminal (a new user each time, or a known one):
+On the page, "Log in" runs the authorization code flow with PKCE through
+Envoy; any email signs up with the password "rulegate". The page shows the
+tokens, the claims the rules added, and live what each service received.
+
+Or log in from another terminal (a new user each time, or a known one):
 
   scripts/login.sh
   scripts/login.sh alice@example.com alice-password

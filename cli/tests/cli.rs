@@ -350,6 +350,35 @@ fn check_accepts_every_rule_example_of_the_readme() {
 }
 
 #[test]
+fn check_accepts_every_configuration_example_of_the_readme() {
+    // Whole configurations (for real providers) are checked as they are;
+    // the `rules` they show are empty, and the rules are checked above.
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    let mut configs = Vec::new();
+    for block in readme.split("```json\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for value in serde_json::Deserializer::from_str(block).into_iter::<Value>() {
+            let value = value.unwrap();
+            if value.get("issuer").is_some() {
+                configs.push(value);
+            }
+        }
+    }
+    assert!(
+        configs.len() >= 2,
+        "README configuration examples not found"
+    );
+    for config in configs {
+        let file = Scratch::new("readme-config.json", &config.to_string());
+        let run = rulegate(
+            &["check", file.0.to_str().unwrap(), "--no-signing-key"],
+            &[],
+        );
+        assert_eq!(run.code, 0, "README configuration {config}: {run}");
+    }
+}
+
+#[test]
 fn try_shows_claims_decision_and_the_segment_call_with_secrets_masked() {
     let run = try_fixture(&[]);
     assert_eq!(run.code, 0, "{run}");

@@ -42,6 +42,10 @@
 //!   Leads. Issued tokens stay valid, so a cached token keeps working.
 //! - `GET /_control/health`.
 //!
+//! Under `/demo/` the same port serves the demo page and a read-only view
+//! of the records that hides every credential (see [`page`]); Envoy routes
+//! the page there, never the control API.
+//!
 //! [`Standins`] is the client the tests use; the `standins` binary serves
 //! the same thing for the demo.
 //!
@@ -77,6 +81,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+mod page;
 
 // ---------------------------------------------------------------------------
 // The fixed test credentials and paths.
@@ -452,6 +458,9 @@ async fn handle(
     if inbound.path.starts_with(CONTROL_PREFIX) {
         return Ok(control(&shared, &inbound).into_response());
     }
+    if inbound.path.starts_with(page::PREFIX) {
+        return Ok(page::answer(&shared, &inbound).into_response());
+    }
 
     let decision = decide(&shared, &inbound);
     if let Some(delay) = decision.delay {
@@ -661,6 +670,11 @@ impl Answer {
     fn with_header(mut self, name: &str, value: &str) -> Answer {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    fn with_content_type(mut self, value: &str) -> Answer {
+        self.headers.retain(|(name, _)| name != "content-type");
+        self.with_header("content-type", value)
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {

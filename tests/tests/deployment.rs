@@ -27,6 +27,8 @@ const FILTER_WASM: &str = "target/rulegate.wasm";
 /// The Envoy binary `make envoy` installs.
 const ENVOY_BIN: &str = ".venv/bin/envoy";
 const SIGNING_KEY_VAR: &str = "RULEGATE_SIGNING_KEY";
+/// The cluster of the demo page, served by the stand-ins.
+const DEMO_PAGE_CLUSTER: &str = "demo_page";
 
 /// The routes the filter must see, and no others.
 const FILTER_ROUTES: [&str; 3] = [
@@ -191,40 +193,71 @@ fn docker_compose_runs_the_shipped_envoy_yaml_and_filter() {
 
 #[test]
 fn shipped_envoy_yaml_passes_envoy_validate_mode() {
-    let envoy = repo_path(ENVOY_BIN);
+    let (ok, output) = envoy_validate(&repo_path(ENVOY_YAML));
     assert!(
-        envoy.is_file(),
-        "{} is missing: run `make envoy` first",
-        envoy.display()
+        ok,
+        "`envoy --mode validate -c {ENVOY_YAML}` failed:\n{output}"
     );
-    let wasm = repo_path(FILTER_WASM);
+}
+
+/// The README's Envoy snippets (the services' clusters, the routes for a
+/// provider) are meant to be copied: pasted into the shipped envoy.yaml,
+/// they must pass Envoy's validate mode.
+#[test]
+fn readme_envoy_examples_pass_envoy_validate_mode() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).expect("read README.md");
+    let mut config = read_yaml(ENVOY_YAML);
+    let (mut clusters, mut routes) = (0, 0);
+    for block in readme.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        let snippet: Value = serde_norway::from_str(block)
+            .unwrap_or_else(|e| panic!("a yaml block of the README is not YAML: {e}\n{block}"));
+        if let Some(new_clusters) = snippet.as_array() {
+            let shipped = config["static_resources"]["clusters"]
+                .as_array_mut()
+                .expect("envoy.yaml has clusters");
+            shipped.retain(|c| !new_clusters.iter().any(|n| n["name"] == c["name"]));
+            shipped.extend(new_clusters.iter().cloned());
+            clusters += new_clusters.len();
+        } else if let Some(new_routes) = snippet["routes"].as_array() {
+            let manager = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"];
+            manager["route_config"]["virtual_hosts"][0]["routes"] =
+                Value::Array(new_routes.clone());
+            // Every cluster the routes name, as a placeholder on loopback.
+            for cluster in new_routes
+                .iter()
+                .filter_map(|r| r["route"]["cluster"].as_str())
+            {
+                let shipped = config["static_resources"]["clusters"]
+                    .as_array_mut()
+                    .unwrap();
+                if !shipped.iter().any(|c| c["name"] == cluster) {
+                    shipped.push(json!({
+                        "name": cluster, "type": "STATIC", "connect_timeout": "1s",
+                        "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [
+                            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}}
+                        ]}]},
+                    }));
+                }
+            }
+            routes += new_routes.len();
+        }
+    }
     assert!(
-        wasm.is_file(),
-        "{} is missing (validate mode loads it): run `make build` first",
-        wasm.display()
+        clusters >= 6 && routes >= 4,
+        "the README's cluster and route examples were not found"
     );
-    // Validate mode runs the plugin's configuration step, which refuses to
-    // start without a signing key and the services' credentials: a fresh
-    // key, and the demo's credentials.
-    let key = ES256KeyPair::generate().to_pem().expect("P-256 key as PEM");
 
-    let output = Command::new(&envoy)
-        .args(["--mode", "validate", "-c", ENVOY_YAML])
-        .current_dir(repo_root())
-        .env(SIGNING_KEY_VAR, key)
-        .envs(rulegate_tests::service_environment())
-        .output()
-        .unwrap_or_else(|e| panic!("could not run {}: {e}", envoy.display()));
-
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let dir = repo_path(".run/tests");
+    std::fs::create_dir_all(&dir).expect("create .run/tests");
+    let file = dir.join(format!("readme-envoy-{}.json", std::process::id()));
+    std::fs::write(&file, config.to_string()).expect("write the assembled configuration");
+    let (ok, output) = envoy_validate(&file);
+    let _ = std::fs::remove_file(&file);
     assert!(
-        output.status.success() && stdout.contains("OK"),
-        "`{} --mode validate -c {ENVOY_YAML}` in {} failed ({}):\n\
-         --- stdout\n{stdout}\n--- stderr\n{stderr}",
-        envoy.display(),
-        repo_root().display(),
-        output.status,
+        ok,
+        "envoy.yaml with the README's examples pasted in fails validation:\n{output}"
     );
 }
 
@@ -293,9 +326,113 @@ fn envoy_yaml_enables_the_filter_only_on_its_routes() {
     }
 }
 
+/// Envoy leads only the demo page's paths to the stand-ins, and only to
+/// their `/demo/` paths: the stand-ins' control API, which changes what
+/// the services answer, must not be reachable through Envoy.
+#[test]
+fn envoy_yaml_routes_only_the_demo_page_to_the_stand_ins() {
+    let config = read_yaml(ENVOY_YAML);
+    let context = format!("in {}", repo_path(ENVOY_YAML).display());
+    let plugin = plugin_configuration();
+    let provider = plugin["provider"]["cluster"].as_str().unwrap_or_default();
+
+    let mut page_routes = 0;
+    for manager in http_connection_managers(&config) {
+        let hosts = manager["route_config"]["virtual_hosts"].as_array();
+        for route in hosts
+            .into_iter()
+            .flatten()
+            .flat_map(|host| host["routes"].as_array().into_iter().flatten())
+        {
+            let action = &route["route"];
+            if action["cluster"] == provider {
+                continue;
+            }
+            assert_eq!(
+                action["cluster"], DEMO_PAGE_CLUSTER,
+                "{context}: a route leads to a cluster other than the provider's and the page's: {route}"
+            );
+            assert!(
+                action["regex_rewrite"].is_null(),
+                "{context}: the page's routes must not rewrite by regex: {route}"
+            );
+            let matched = route["match"]["prefix"]
+                .as_str()
+                .or_else(|| route["match"]["path"].as_str())
+                .unwrap_or_else(|| {
+                    panic!("{context}: a page route matches by neither prefix nor path: {route}")
+                });
+            let upstream = action["prefix_rewrite"].as_str().unwrap_or(matched);
+            assert!(
+                upstream.starts_with("/demo/"),
+                "{context}: a page route reaches the stand-ins at {upstream:?}, outside /demo/: {route}"
+            );
+            page_routes += 1;
+        }
+    }
+    assert!(
+        page_routes > 0,
+        "{context}: no route leads to the demo page"
+    );
+
+    let compose = read_yaml(COMPOSE_FILE);
+    let command = words(&compose["services"]["standins"]["command"]);
+    let port = command
+        .iter()
+        .position(|word| word == "--port")
+        .and_then(|i| command.get(i + 1));
+    assert_eq!(
+        port,
+        Some(&cluster_port(DEMO_PAGE_CLUSTER)),
+        "{COMPOSE_FILE}: the stand-ins must listen where {ENVOY_YAML}'s {DEMO_PAGE_CLUSTER} cluster points",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
+
+/// Runs Envoy 1.40's validate mode on `config` from the repository root,
+/// which also loads the built filter and runs its configuration step.
+/// Whether it passed, and what it printed.
+fn envoy_validate(config: &Path) -> (bool, String) {
+    let envoy = repo_path(ENVOY_BIN);
+    assert!(
+        envoy.is_file(),
+        "{} is missing: run `make envoy` first",
+        envoy.display()
+    );
+    let wasm = repo_path(FILTER_WASM);
+    assert!(
+        wasm.is_file(),
+        "{} is missing (validate mode loads it): run `make build` first",
+        wasm.display()
+    );
+    // Validate mode runs the plugin's configuration step, which refuses to
+    // start without a signing key and the services' credentials: a fresh
+    // key, and the demo's credentials.
+    let key = ES256KeyPair::generate().to_pem().expect("P-256 key as PEM");
+
+    let output = Command::new(&envoy)
+        .args(["--mode", "validate", "-c"])
+        .arg(config)
+        .current_dir(repo_root())
+        .env(SIGNING_KEY_VAR, key)
+        .envs(rulegate_tests::service_environment())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", envoy.display()));
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let ok = output.status.success() && stdout.contains("OK");
+    let report = format!(
+        "{} in {} ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        envoy.display(),
+        repo_root().display(),
+        output.status,
+    );
+    (ok, report)
+}
 
 fn repo_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
