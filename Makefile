@@ -164,7 +164,7 @@ demo: tools build
 lint: wasm-target
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p rulegate-filter -p rulegate-rules -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p rulegate-filter -p rulegate-rules -p rulegate-rsa -- -D warnings
 
 # Every test: the pure logic natively, then the built filter in real Envoy,
 # and the demo page in headless Chromium.

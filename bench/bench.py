@@ -211,14 +211,15 @@ def design_path(algorithm):
     value each) on the id_token only, nothing else, signing with
     `algorithm`. A refresh exchange then verifies one RS256 token, runs the
     five rules and signs one token."""
-    rules = ",\n".join(json.dumps({
+    rules = ",\n".join(" " * 32 + json.dumps({
         "name": f"claim{i}", "type": "rule", "when": "user.email_verified",
         "id_token": {f"c{i}": "user.email.endsWith('@example.com') ? 'staff' : 'customer'"},
     }) for i in range(5))
 
     def variant(yaml):
-        yaml = re.sub(r'"rules": \[.*?\n {30}\]\n', f'"rules": [\n{rules}\n]\n', yaml, count=1,
-                      flags=re.DOTALL)
+        # The rules sit in a YAML block scalar: keep its indentation.
+        yaml = re.sub(r'"rules": \[.*?\n {30}\]\n', f'"rules": [\n{rules}\n{" " * 30}]\n', yaml,
+                      count=1, flags=re.DOTALL)
         return yaml.replace('"algorithm": "ES256"', f'"algorithm": "{algorithm}"', 1)
     return variant
 
@@ -517,9 +518,49 @@ def print_verification_costs(rows):
         print(f"{name.ljust(width)}  {before}  {after:>6.0f} us  {target}")
 
 
+def design_costs(stack, tmp, script):
+    """In-filter time of the design's path (verify RS256, five rules, sign
+    ES256, and again signing EdDSA) over refresh exchanges driven by the wrk
+    `script`; returns the histogram quantiles by signing algorithm."""
+    ed25519_key = os.path.join(tmp, "ed25519.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out", ed25519_key],
+                   check=True, stderr=subprocess.DEVNULL)
+    design = {}
+    for algorithm, key in (("ES256", None), ("EdDSA", ed25519_key)):
+        proc, admin = stack.envoy(design_path(algorithm), key)
+        wrk(f"{stack.base}/token", 2, script, connections=8)
+        wrk(f"{stack.base}/token", WRK_SECONDS, script, connections=8)
+        time.sleep(6)  # one stats flush for the histogram
+        design[algorithm] = histogram_quantiles(
+            admin, "wasmcustom.rulegate.token_exchange.processing_us")
+        proc.terminate()
+        proc.wait()
+    return design
+
+
+def design_only():
+    """`bench.py design`: only the design's token path, for quick turns."""
+    tmp = tempfile.mkdtemp(prefix="rulegate-bench-")
+    stack = Stack(tmp)
+    try:
+        proc, _ = stack.envoy(alone)
+        refresh_token, _ = login_backend(stack.base)
+        proc.terminate()
+        proc.wait()
+        design = design_costs(stack, tmp, refresh_script(tmp, refresh_token))
+    finally:
+        stack.stop()
+    for algorithm, quantiles in design.items():
+        print(f"design path signing {algorithm}: median {quantiles.get('50', float('nan')):.0f} us, "
+              f"p99 {quantiles.get('99', float('nan')):.0f} us")
+
+
 def main():
     if sys.argv[1:] == ["verify"]:
         print_verification_costs(verification_costs(tempfile.mkdtemp(prefix="rulegate-bench-")))
+        return
+    if sys.argv[1:] == ["design"]:
+        design_only()
         return
     for tool in (ENVOY, WASM, NOOP_WASM, VERIFY_WASM, os.path.join(ROOT, "target/debug/standins")):
         if not os.path.exists(tool):
@@ -566,20 +607,7 @@ def main():
         proc.terminate()
         proc.wait()
 
-        # The design's path: verify RS256, five rules, sign ES256 / EdDSA.
-        ed25519_key = os.path.join(tmp, "ed25519.pem")
-        subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out", ed25519_key],
-                       check=True, stderr=subprocess.DEVNULL)
-        design = {}
-        for algorithm, key in (("ES256", None), ("EdDSA", ed25519_key)):
-            proc, admin = stack.envoy(design_path(algorithm), key)
-            wrk(f"{stack.base}/token", 2, script, connections=8)
-            wrk(f"{stack.base}/token", WRK_SECONDS, script, connections=8)
-            time.sleep(6)  # one stats flush for the histogram
-            design[algorithm] = histogram_quantiles(
-                admin, "wasmcustom.rulegate.token_exchange.processing_us")
-            proc.terminate()
-            proc.wait()
+        design = design_costs(stack, tmp, script)
 
         # Memory after many logins of distinct users: each adds a record.
         proc, admin = stack.envoy(minting_provider(stack.services_port))

@@ -117,6 +117,19 @@ struct RawWebhook {
 pub type WebhookOrigins = BTreeMap<String, String>;
 
 impl Actions {
+    /// Every expression of the actions.
+    pub fn expressions(&self) -> impl Iterator<Item = &Expr> {
+        let hook = self.webhook.iter().flat_map(|hook| hook.body.iter());
+        self.id_token
+            .iter()
+            .chain(&self.access_token)
+            .chain(&self.app_metadata)
+            .chain(&self.user_metadata)
+            .chain(hook)
+            .map(|(_, expr)| expr)
+            .chain(&self.deny)
+    }
+
     /// Parses a `rule`'s actions; `value` holds only the action fields.
     pub fn parse(
         at: &str,

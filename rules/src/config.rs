@@ -149,6 +149,17 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether any expression of the rule reads `context`, which earlier
+    /// rules change.
+    pub fn reads_context(&self) -> bool {
+        let actions = match &self.step {
+            Step::Rule(actions) => Some(actions.as_ref()),
+            _ => None,
+        };
+        self.when.iter().any(Expr::reads_context)
+            || actions.is_some_and(|actions| actions.expressions().any(Expr::reads_context))
+    }
+
     /// Whether the rule runs for a token exchange of `protocol` (its name
     /// or alias) by `client_id`.
     ///

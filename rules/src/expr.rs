@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use cel::parser::{Expression, PrattParser};
-use cel::Context;
+use cel::{Context, Env};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -44,6 +44,9 @@ const MAX_TREE_DEPTH: usize = 64;
 pub struct Expr {
     source: String,
     program: Arc<Expression>,
+    /// Whether the expression reads `context`, which changes while the
+    /// rules run (claims they add, webhook answers).
+    reads_context: bool,
 }
 
 impl std::fmt::Debug for Expr {
@@ -104,15 +107,22 @@ impl Expr {
                 format!("unknown name {name:?}; expressions start from user or context"),
             ));
         }
+        let reads_context = references.has_variable("context");
         Ok(Expr {
             source: source.to_string(),
             program: Arc::new(program),
+            reads_context,
         })
     }
 
     /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the expression reads `context`.
+    pub fn reads_context(&self) -> bool {
+        self.reads_context
     }
 
     /// Evaluates against `scope`, giving JSON.
@@ -222,6 +232,13 @@ fn to_cel(value: &Value) -> cel::Value {
     }
 }
 
+thread_local! {
+    /// CEL's standard functions and macros, built once per thread (a wasm
+    /// VM has one): building them for every login cost more than all the
+    /// rules' evaluation.
+    static STANDARD_LIBRARY: Arc<Env> = Arc::new(Env::stdlib());
+}
+
 /// The values an expression sees: `user` and `context` of the login event.
 pub struct Scope {
     context: Context<'static, 'static>,
@@ -230,7 +247,7 @@ pub struct Scope {
 impl Scope {
     /// A scope over a login event (`{"user": ..., "context": ...}`).
     pub fn new(event: &Value) -> Scope {
-        let mut context = Context::default();
+        let mut context = Context::with_env(STANDARD_LIBRARY.with(Arc::clone));
         for name in TOP_LEVEL_NAMES {
             let value = event.get(name).map_or(cel::Value::Null, to_cel);
             context.add_variable_from_value(name, value);

@@ -121,8 +121,12 @@ pub struct Pipeline {
     waiting: Option<usize>,
     budget_ends_ms: u64,
     now_unix: u64,
-    /// The expression scope, rebuilt when the event changed.
+    /// The expression scope, built on first use.
     scope: Option<Scope>,
+    /// The event's context changed since the scope last took it; brought
+    /// up to date before a rule that reads `context` runs, not before
+    /// every rule.
+    scope_stale: bool,
     out: RuleEffects,
     reports: Vec<Report>,
     shadows: Vec<ShadowReport>,
@@ -151,6 +155,7 @@ impl Pipeline {
             budget_ends_ms: now_ms + config.call_budget_ms,
             now_unix: now_ms / 1000,
             scope: None,
+            scope_stale: false,
             out: RuleEffects::default(),
             reports: Vec::new(),
             shadows: Vec::new(),
@@ -181,6 +186,7 @@ impl Pipeline {
             };
             let index = self.next_rule;
             self.next_rule += 1;
+            self.sync_scope(rule);
             match self.why_not(rule) {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
@@ -299,11 +305,20 @@ impl Pipeline {
         }
     }
 
-    /// Brings the expression scope up to date with the event's context.
+    /// Notes that the event's context changed.
     fn refresh_scope(&mut self) {
+        self.scope_stale = self.scope.is_some();
+    }
+
+    /// Brings the scope's context up to date if `rule` reads it.
+    fn sync_scope(&mut self, rule: &Rule) {
+        if !self.scope_stale || !rule.reads_context() {
+            return;
+        }
         if let Some(scope) = self.scope.as_mut() {
             scope.refresh_context(self.event.as_value());
         }
+        self.scope_stale = false;
     }
 
     fn scope(&mut self) -> &Scope {

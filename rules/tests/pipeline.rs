@@ -1019,3 +1019,33 @@ fn step_configuration_errors_name_the_field() {
         }
     }
 }
+
+/// A rule sees the claims earlier rules added, through `context.id_token`,
+/// even when a rule in between reads nothing of the context.
+#[test]
+fn later_rules_see_claims_earlier_rules_added() {
+    let config = json!({
+        "issuer": "https://login.example.com",
+        "provider": {"cluster": "idp"},
+        "namespace": NS,
+        "rules": [
+            {"name": "tier", "type": "rule", "id_token": {"tier": "'gold'"}},
+            {"name": "user-only", "type": "rule", "when": "user.email_verified",
+             "id_token": {"domain": "user.email.endsWith('@example.com') ? 'example.com' : 'other'"}},
+            {"name": "reads-both", "type": "rule",
+             "when": format!("context.id_token['{NS}tier'] == 'gold'"),
+             "id_token": {"seen": format!("context.id_token['{NS}domain']")}},
+        ]
+    });
+    let config = Config::from_json(config.to_string().as_bytes(), &env).expect("config");
+    let (outcome, _) = run(
+        &config,
+        event(Protocol::RefreshToken, &first_login()),
+        |_| Answer::status(500, ""),
+    );
+    assert_eq!(outcome.id_token_claims[&format!("{NS}tier")], json!("gold"));
+    assert_eq!(
+        outcome.id_token_claims[&format!("{NS}seen")],
+        json!("example.com")
+    );
+}
