@@ -488,7 +488,9 @@ def verification_costs(tmp):
             return answer["per_op_us"]
 
         def median(index, implementation, count, what="verify"):
-            per_op(index, implementation, 5, what)  # warm up: V8 compiles lazily
+            # Warm up: V8 first runs code from its baseline compiler and
+            # optimises hot functions later.
+            per_op(index, implementation, 30, what)
             runs = sorted(per_op(index, implementation, count, what) for _ in range(VERIFY_RUNS))
             return runs[len(runs) // 2]
 
