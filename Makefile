@@ -154,7 +154,7 @@ bench: tools build
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 	cd bench/verify && cargo build --release --target wasm32-wasip1
 	python3 bench/bench.py
-	cd bench/micro && cargo bench --quiet 2>/dev/null | grep -E "time:|^[a-z]"
+	cd bench/micro && cargo bench --quiet 2>/dev/null | grep -E "time:|^[A-Za-z]"
 
 demo: tools build
 	cargo build -p rulegate-tests --bin standins
