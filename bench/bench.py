@@ -230,7 +230,7 @@ def minting_provider(services_port):
     service, so that only the filter and its store are measured."""
     def variant(yaml):
         token_route = ('- match: { safe_regex: { regex: "(?i)/token/?" } }\n'
-                       '                          route: { cluster: oidc_provider }')
+                       '                          route: { cluster: oidc_provider, idle_timeout: 15s }')
         minted = ('- match: { safe_regex: { regex: "(?i)/token/?" } }\n'
                   '                          route: { cluster: fake_idp, regex_rewrite: '
                   '{ pattern: { regex: ".*" }, substitution: /fake-idp/mint/token } }')

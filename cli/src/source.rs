@@ -42,6 +42,9 @@ pub struct Environment {
     /// Variables named by a webhook's `signing_secret_env`, whose
     /// placeholder must look like a Standard Webhooks secret.
     webhook_secrets: Vec<String>,
+    /// Variables named by a field that holds a URL (`webhook_url_env`,
+    /// `hook_url_env`), whose placeholder must be a URL.
+    url_variables: Vec<String>,
     /// Placeholders handed out.
     faked: RefCell<Vec<String>>,
     /// Variables asked for that are set here but not listed for the VM.
@@ -99,7 +102,7 @@ impl Environment {
         if self.webhook_secrets.iter().any(|name| name == variable) {
             return format!("whsec_{}", STANDARD.encode(fake));
         }
-        if variable.ends_with("_URL") {
+        if variable.ends_with("_URL") || self.url_variables.iter().any(|name| name == variable) {
             return format!("https://example.invalid/{fake}");
         }
         fake
@@ -274,18 +277,26 @@ fn environment(
     text: &str,
 ) -> Environment {
     let mut webhook_secrets = Vec::new();
+    let mut url_variables = Vec::new();
     if let Ok(config) = serde_json::from_str::<Value>(text) {
         collect_strings_of(&config, "signing_secret_env", &mut webhook_secrets);
+        for field in URL_FIELDS {
+            collect_strings_of(&config, field, &mut url_variables);
+        }
     }
     Environment {
         host_keys,
         fixed,
         fake_secrets,
         webhook_secrets,
+        url_variables,
         faked: RefCell::new(Vec::new()),
         unlisted: RefCell::new(Vec::new()),
     }
 }
+
+/// Fields naming a variable that holds a URL.
+const URL_FIELDS: [&str; 2] = ["webhook_url_env", "hook_url_env"];
 
 /// Every string value of a field named `field`, at any depth.
 fn collect_strings_of(value: &Value, field: &str, out: &mut Vec<String>) {

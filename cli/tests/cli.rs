@@ -703,3 +703,30 @@ fn try_answers_each_awaited_call_by_the_rule_that_made_it() {
     );
     assert_eq!(report["rules"][0]["result"], "failed", "{run}");
 }
+
+/// `--fake-secrets` gives a URL to every variable a URL field names,
+/// whatever the variable is called.
+#[test]
+fn fake_secrets_are_urls_where_the_field_needs_one() {
+    let config = json!({
+        "issuer": "https://login.example.com",
+        "provider": {"cluster": "idp"},
+        "namespace": "https://example.com/claims/",
+        "rules": [
+            {"name": "signup", "type": "slack_signup", "cluster": "slack", "webhook_url_env": "SLACK_HOOK"},
+            {"name": "zap", "type": "zapier", "cluster": "zapier", "hook_url_env": "ZAP_HOOK"}
+        ]
+    });
+    let file = Scratch::new("url-variables.json", &config.to_string());
+    let run = rulegate(
+        &[
+            "check",
+            file.0.to_str().unwrap(),
+            "--no-signing-key",
+            "--fake-secrets",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("SLACK_HOOK, ZAP_HOOK"), "{run}");
+}

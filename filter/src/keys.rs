@@ -75,6 +75,9 @@ impl KeyCache {
     /// failure the previous keys stay.
     pub fn load(&mut self, config: &Config, document: &[u8], now: u64) -> Result<usize, Error> {
         let keys = ProviderKeys::from_jwks(document, &config.verify.allowed_algorithms)?;
+        for reason in keys.left_out() {
+            log::warn!("provider key left out: {reason}");
+        }
         let count = keys.len();
         let mut stored = now.to_be_bytes().to_vec();
         stored.extend_from_slice(document);

@@ -29,7 +29,7 @@ use rules::exchange::{TokenRequest, TokenResponse, NO_ID_TOKEN};
 use rules::http::Request;
 use rules::pipeline::{Next, Outcome, Pipeline, RuleResult};
 use rules::record::{self, RecordChange};
-use rules::verify::{verify, verify_access_token};
+use rules::verify::{verify, verify_access_token, MAX_JWKS_BYTES};
 use rules::{Error, Rejection};
 use serde_json::json;
 
@@ -637,6 +637,9 @@ impl Stream {
         let now = host::now_unix();
         let answer = host::call_answer(body_size);
         let loaded = match answer.code() {
+            Some(200) if body_size > MAX_JWKS_BYTES => Err(Error::Jwks(format!(
+                "larger than {MAX_JWKS_BYTES} bytes ({body_size})"
+            ))),
             Some(200) => worker
                 .keys
                 .borrow_mut()

@@ -857,8 +857,8 @@ struct RawRuleHead {
     kind: String,
     #[serde(default = "default_enabled")]
     enabled: bool,
-    #[serde(default = "default_on_error")]
-    on_error: OnError,
+    /// Unset: `deny` for a rule that can deny, `continue` otherwise.
+    on_error: Option<OnError>,
     when: Option<String>,
     #[serde(default)]
     clients: Vec<String>,
@@ -907,10 +907,6 @@ pub(crate) const COMMON_RULE_FIELDS: [&str; 8] = [
 
 fn default_enabled() -> bool {
     true
-}
-
-fn default_on_error() -> OnError {
-    OnError::Continue
 }
 
 fn validate_rules(
@@ -980,10 +976,20 @@ fn validate_rules(
                 ))
             }
         };
+        // A rule that can deny fails closed unless told otherwise: a
+        // condition that cannot be evaluated (a claim the user left out of
+        // the token, say, by asking for fewer scopes) must not let the
+        // login through.
+        let can_deny = matches!(&step, Step::Rule(actions) if actions.deny.is_some());
+        let on_error = head.on_error.unwrap_or(if can_deny {
+            OnError::Deny
+        } else {
+            OnError::Continue
+        });
         rules.push(Rule {
             name: head.name,
             enabled: head.enabled,
-            on_error: head.on_error,
+            on_error,
             when,
             clients: head.clients,
             protocols: head.protocols,

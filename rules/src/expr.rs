@@ -11,7 +11,9 @@
 //! its default ANTLR-generated one: the ANTLR runtime alone is a fifth of
 //! the filter's module, and the two parsers build the same syntax tree (the
 //! tests compare them on a corpus). Nesting and size are bounded, so that
-//! neither parsing nor the recursive evaluation can exhaust the wasm stack.
+//! neither parsing nor the recursive evaluation can exhaust the wasm stack,
+//! and list macros cannot be nested, so that the work of an expression
+//! grows with the data it reads, not with a power of it.
 
 use std::sync::Arc;
 
@@ -85,12 +87,22 @@ impl Expr {
                 .to_string();
             Error::config(field, format!("is not valid CEL: {first}"))
         })?;
-        if tree_depth(&program) > MAX_TREE_DEPTH {
+        let shape = shape(&program);
+        if shape.depth > MAX_TREE_DEPTH {
             return Err(Error::config(
                 field,
                 format!(
                     "is nested deeper than {MAX_TREE_DEPTH} levels; split it over several rules"
                 ),
+            ));
+        }
+        if shape.nested_loops {
+            return Err(Error::config(
+                field,
+                "runs a list macro (all, exists, exists_one, map, filter) inside another's \
+                 condition or body; each level multiplies the work of every login, so only \
+                 one level is allowed (chaining them, as in `l.filter(...).exists(...)`, is \
+                 fine)",
             ));
         }
         let bound = comprehension_variables(source);
@@ -143,50 +155,63 @@ impl Expr {
     }
 }
 
-/// The depth of an expression's syntax tree, walked without recursion.
-fn tree_depth(root: &Expression) -> usize {
+/// What load-time checks need to know of a syntax tree.
+struct Shape {
+    depth: usize,
+    /// A list macro (`all`, `exists`, `exists_one`, `map`, `filter`)
+    /// inside the condition or body of another, where it runs once per
+    /// element: the work multiplies with each level.
+    nested_loops: bool,
+}
+
+/// The shape of an expression's syntax tree, walked without recursion.
+fn shape(root: &Expression) -> Shape {
     use cel::common::ast::{EntryExpr, Expr as Node};
 
-    let mut deepest = 0;
-    let mut pending = vec![(root, 1)];
-    while let Some((node, depth)) = pending.pop() {
-        deepest = deepest.max(depth);
+    let mut shape = Shape {
+        depth: 0,
+        nested_loops: false,
+    };
+    // (node, depth, whether it runs once per element of a list macro)
+    let mut pending = vec![(root, 1, false)];
+    while let Some((node, depth, in_loop)) = pending.pop() {
+        shape.depth = shape.depth.max(depth);
         let below = depth + 1;
         match &node.expr {
             Node::Call(call) => {
-                pending.extend(call.target.iter().map(|target| (target.as_ref(), below)));
-                pending.extend(call.args.iter().map(|arg| (arg, below)));
+                let target = call.target.iter().map(|target| target.as_ref());
+                pending.extend(target.chain(&call.args).map(|n| (n, below, in_loop)));
             }
-            Node::Comprehension(loop_) => pending.extend(
-                [
-                    &loop_.iter_range,
-                    &loop_.accu_init,
-                    &loop_.loop_cond,
-                    &loop_.loop_step,
-                    &loop_.result,
-                ]
-                .map(|part| (part, below)),
-            ),
-            Node::List(list) => pending.extend(list.elements.iter().map(|item| (item, below))),
+            Node::Comprehension(loop_) => {
+                shape.nested_loops |= in_loop;
+                let once = [&loop_.iter_range, &loop_.accu_init, &loop_.result];
+                pending.extend(once.map(|part| (part, below, in_loop)));
+                let per_element = [&loop_.loop_cond, &loop_.loop_step];
+                pending.extend(per_element.map(|part| (part, below, true)));
+            }
+            Node::List(list) => {
+                pending.extend(list.elements.iter().map(|item| (item, below, in_loop)));
+            }
             Node::Map(map) => {
                 for entry in &map.entries {
                     if let EntryExpr::MapEntry(entry) = &entry.expr {
-                        pending.extend([(&entry.key, below), (&entry.value, below)]);
+                        pending
+                            .extend([(&entry.key, below, in_loop), (&entry.value, below, in_loop)]);
                     }
                 }
             }
             Node::Struct(fields) => {
                 for entry in &fields.entries {
                     if let EntryExpr::StructField(field) = &entry.expr {
-                        pending.push((&field.value, below));
+                        pending.push((&field.value, below, in_loop));
                     }
                 }
             }
-            Node::Select(select) => pending.push((&select.operand, below)),
+            Node::Select(select) => pending.push((&select.operand, below, in_loop)),
             Node::Unspecified | Node::Ident(_) | Node::Literal(_) => {}
         }
     }
-    deepest
+    shape
 }
 
 /// Identifiers bound by comprehension macros (`list.exists(x, ...)`), which
@@ -472,6 +497,38 @@ mod tests {
         assert_eq!(parens.eval(&scope), Ok(json!(1)));
         let negations = Expr::compile("when", &format!("{}true", "!".repeat(1_000)));
         assert_eq!(negations.expect("negations").eval(&scope), Ok(json!(true)));
+    }
+
+    /// A list macro inside another's condition or body multiplies the work
+    /// (five levels over 30 elements took ten seconds a login); it is
+    /// refused at load. Chained macros only add up, and stay allowed.
+    #[test]
+    fn nested_list_macros_are_refused_and_chained_ones_allowed() {
+        let nested = [
+            "[1, 2, 3].all(a, [1, 2, 3].all(b, a < 10))",
+            "user.roles.exists(r, user.roles.exists(s, r == s))",
+            "user.roles.map(r, user.roles.map(s, r + s))",
+            "user.roles.filter(r, user.roles.exists_one(s, s == r)).size() > 0",
+        ];
+        for source in nested {
+            match Expr::compile("rules[1].when", source) {
+                Err(Error::Config { field, reason }) => {
+                    assert_eq!(field, "rules[1].when");
+                    assert!(reason.contains("list macro"), "{source}: {reason}");
+                }
+                other => panic!("{source}: {other:?}"),
+            }
+        }
+        let scope = Scope::new(&event());
+        let chained = Expr::compile(
+            "when",
+            "user.roles.filter(r, r != 'ops').exists(r, r == 'dev')",
+        )
+        .expect("chained macros");
+        assert_eq!(chained.eval(&scope), Ok(json!(true)));
+        let in_range = Expr::compile("when", "user.roles.map(r, r + '!').all(r, r.endsWith('!'))")
+            .expect("a macro as another's list");
+        assert_eq!(in_range.eval(&scope), Ok(json!(true)));
     }
 
     #[test]

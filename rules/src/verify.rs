@@ -58,6 +58,8 @@ pub struct ProviderKeys {
     keys: Vec<ProviderKey>,
     /// The provider's JWK objects as published, for the merged JWKS.
     published: Vec<Value>,
+    /// The keys of the document that cannot be used, and why.
+    left_out: Vec<String>,
 }
 
 impl std::fmt::Debug for ProviderKeys {
@@ -74,6 +76,7 @@ impl ProviderKeys {
         ProviderKeys {
             keys: Vec::new(),
             published: Vec::new(),
+            left_out: Vec::new(),
         }
     }
 
@@ -94,17 +97,27 @@ impl ProviderKeys {
 
         let mut keys = Vec::new();
         let mut published = Vec::new();
+        let mut left_out = Vec::new();
         for jwk in jwks {
             let usable = usable_keys(jwk, allowed);
-            if !usable.is_empty() {
+            if usable.is_empty() {
+                left_out.push(why_left_out(jwk, allowed));
+            } else {
                 published.push(public_members(jwk));
             }
             keys.extend(usable);
         }
         if keys.is_empty() {
-            return Err(Error::Jwks("no key usable with allowed_algorithms".into()));
+            return Err(Error::Jwks(format!(
+                "no key usable with allowed_algorithms ({})",
+                left_out.join("; ")
+            )));
         }
-        Ok(ProviderKeys { keys, published })
+        Ok(ProviderKeys {
+            keys,
+            published,
+            left_out,
+        })
     }
 
     /// Number of (key, algorithm) pairs that can verify.
@@ -120,6 +133,11 @@ impl ProviderKeys {
     /// The provider's usable JWKs, as it published them.
     pub fn published(&self) -> &[Value] {
         &self.published
+    }
+
+    /// The document's keys that cannot be used, each with the reason.
+    pub fn left_out(&self) -> &[String] {
+        &self.left_out
     }
 
     /// Whether a key with this `kid` is known.
@@ -158,6 +176,38 @@ fn usable_keys(jwk: &Value, allowed: &[Algorithm]) -> Vec<ProviderKey> {
             })
         })
         .collect()
+}
+
+/// Why a JWK yields no usable key, naming it by `kid` and type.
+fn why_left_out(jwk: &Value, allowed: &[Algorithm]) -> String {
+    let member = |name| jwk.get(name).and_then(Value::as_str).unwrap_or("none");
+    let key = format!(
+        "kid {:?} ({} {})",
+        member("kid"),
+        member("kty"),
+        member("alg")
+    );
+    let candidates: Vec<Algorithm> = match jwk.get("alg").and_then(Value::as_str) {
+        Some(name) => Algorithm::from_name(name).into_iter().collect(),
+        None => algorithms_for_key_type(jwk),
+    };
+    let reason = if jwk
+        .get("use")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u != "sig")
+    {
+        "not for signatures"
+    } else if !candidates
+        .iter()
+        .any(|algorithm| allowed.contains(algorithm))
+    {
+        "its algorithm is not in allowed_algorithms, or its type is unknown"
+    } else if member("kty") == "RSA" {
+        "not a usable RSA key (2048 to 8192 bits, exponent 65537 to 2^32)"
+    } else {
+        "malformed"
+    };
+    format!("{key}: {reason}")
 }
 
 fn algorithms_for_key_type(jwk: &Value) -> Vec<Algorithm> {

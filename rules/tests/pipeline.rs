@@ -1049,3 +1049,40 @@ fn later_rules_see_claims_earlier_rules_added() {
         json!("example.com")
     );
 }
+
+/// A deny rule whose condition cannot be evaluated (the claim it reads is
+/// missing, as when the user asked for fewer scopes) denies the login
+/// unless its `on_error` says otherwise: it fails closed.
+#[test]
+fn deny_rule_fails_closed_when_its_condition_cannot_be_evaluated() {
+    let rules = |on_error: Option<&str>| {
+        let mut rule = json!({"name": "staff-only", "type": "rule",
+                              "when": "!user.nickname.endsWith('@example.com')",
+                              "deny": "'staff only'"});
+        if let Some(on_error) = on_error {
+            rule["on_error"] = json!(on_error);
+        }
+        json!({"issuer": "https://login.example.com", "provider": {"cluster": "idp"},
+               "namespace": NS, "rules": [rule]})
+    };
+    let outcome = |config: Value| {
+        let config = Config::from_json(config.to_string().as_bytes(), &env).expect("config");
+        run(
+            &config,
+            event(Protocol::AuthorizationCode, &first_login()),
+            |_| Answer::status(500, ""),
+        )
+        .0
+    };
+    let denied = outcome(rules(None));
+    assert!(
+        denied
+            .deny
+            .as_deref()
+            .is_some_and(|reason| reason.contains("staff-only")),
+        "{:?}",
+        denied.deny
+    );
+    assert!(outcome(rules(Some("deny"))).deny.is_some());
+    assert_eq!(outcome(rules(Some("continue"))).deny, None);
+}

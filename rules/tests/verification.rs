@@ -452,6 +452,15 @@ fn rsa_token_of_a_foreign_type_is_rejected() {
 fn rsa_key_with_a_small_exponent_is_left_out() {
     let mut jwk: Value = serde_json::from_str(&provider().rsa.public_key().to_jwk()).unwrap();
     jwk["e"] = json!("Aw");
-    let document = json!({ "keys": [jwk] }).to_string();
-    assert!(ProviderKeys::from_jwks(document.as_bytes(), &Algorithm::ALL).is_err());
+    let document = json!({ "keys": [jwk.clone()] }).to_string();
+    let err = ProviderKeys::from_jwks(document.as_bytes(), &Algorithm::ALL).unwrap_err();
+    assert!(err.to_string().contains("kid \"rsa-1\" (RSA"), "{err}");
+    assert!(err.to_string().contains("exponent 65537"), "{err}");
+
+    // Beside a good key, it is left out and the reason kept for the log.
+    let good: Value = serde_json::from_str(&provider().ec.public_key().to_jwk()).unwrap();
+    let document = json!({ "keys": [jwk, good] }).to_string();
+    let keys = ProviderKeys::from_jwks(document.as_bytes(), &Algorithm::ALL).unwrap();
+    assert_eq!(keys.left_out().len(), 1, "{:?}", keys.left_out());
+    assert!(!keys.has_kid("rsa-1"));
 }

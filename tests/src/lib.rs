@@ -521,12 +521,12 @@ fn shipped_envoy_yaml(ports: &Ports, options: &Options) -> String {
 
 /// Routes the token endpoint to the stand-ins' fake identity provider.
 fn with_fake_provider(yaml: &str, services_port: u16) -> String {
-    let token_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: oidc_provider }";
+    let token_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: oidc_provider, idle_timeout: 15s }";
     assert!(
         yaml.contains(token_route),
         "envoy.yaml's token route changed shape"
     );
-    let fake_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: fake_idp, regex_rewrite: { pattern: { regex: \".*\" }, substitution: /fake-idp/token } }";
+    let fake_route = "- match: { safe_regex: { regex: \"(?i)/token/?\" } }\n                          route: { cluster: fake_idp, idle_timeout: 15s, regex_rewrite: { pattern: { regex: \".*\" }, substitution: /fake-idp/token } }";
     let cluster = format!(
         "    - name: fake_idp\n      type: STATIC\n      connect_timeout: 1s\n      load_assignment:\n        cluster_name: fake_idp\n        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {services_port}}}}}}}}}]}}]\n    - name: oidc_provider\n"
     );

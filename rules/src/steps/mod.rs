@@ -107,7 +107,8 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
-    /// Report the failure and go on with the login (the default).
+    /// Report the failure and go on with the login (the default, except
+    /// for rules that can deny).
     Continue,
     /// Report the failure and deny the login.
     Deny,
