@@ -335,16 +335,7 @@ fn check_accepts_every_rule_example_of_the_readme() {
             "webhook_origins": origins,
             "rules": [rule],
         });
-        let file = Scratch::new("readme-rule.json", &config.to_string());
-        let run = rulegate(
-            &[
-                "check",
-                file.0.to_str().unwrap(),
-                "--no-signing-key",
-                "--fake-secrets",
-            ],
-            &[],
-        );
+        let run = check_without_secrets(&config);
         assert_eq!(run.code, 0, "README rule {rule}: {run}");
     }
 }
@@ -717,8 +708,15 @@ fn fake_secrets_are_urls_where_the_field_needs_one() {
             {"name": "zap", "type": "zapier", "cluster": "zapier", "hook_url_env": "ZAP_HOOK"}
         ]
     });
-    let file = Scratch::new("url-variables.json", &config.to_string());
-    let run = rulegate(
+    let run = check_without_secrets(&config);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("SLACK_HOOK, ZAP_HOOK"), "{run}");
+}
+
+/// `rulegate check` of `config` with placeholder secrets and no signing key.
+fn check_without_secrets(config: &Value) -> Run {
+    let file = Scratch::new("config.json", &config.to_string());
+    rulegate(
         &[
             "check",
             file.0.to_str().unwrap(),
@@ -726,7 +724,5 @@ fn fake_secrets_are_urls_where_the_field_needs_one() {
             "--fake-secrets",
         ],
         &[],
-    );
-    assert_eq!(run.code, 0, "{run}");
-    assert!(run.stdout.contains("SLACK_HOOK, ZAP_HOOK"), "{run}");
+    )
 }
