@@ -331,20 +331,38 @@ fn verify_with(
     if token.len() > policy.max_token_bytes {
         return Err(Rejection::TooLong);
     }
-    let metadata = Token::decode_metadata(token).map_err(|_| Rejection::Malformed)?;
-    let algorithm = Algorithm::from_name(metadata.algorithm())
+    let header = decode_header(token)?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(Rejection::Malformed)?;
+    let algorithm = Algorithm::from_name(alg)
         .filter(|algorithm| policy.allowed_algorithms.contains(algorithm))
-        .ok_or_else(|| Rejection::AlgorithmNotAllowed(metadata.algorithm().to_string()))?;
-    let candidates = candidate_keys(keys, algorithm, metadata.key_id())?;
+        .ok_or_else(|| Rejection::AlgorithmNotAllowed(alg.to_string()))?;
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(_) => return Err(Rejection::Malformed),
+    };
+    let candidates = candidate_keys(keys, algorithm, kid)?;
 
     let mut last = Rejection::BadSignature;
     for key in candidates {
-        match check_signature_and_claims(&key.verifier, token, options.clone()) {
-            Ok(()) => return decode_claims(token),
+        match check_signature_and_claims(&key.verifier, token, &header, options.clone()) {
+            Ok(claims) => return Ok(claims),
             Err(rejection) => last = rejection,
         }
     }
     Err(last)
+}
+
+/// The token's header, decoded once for every check that reads it.
+fn decode_header(token: &str) -> Result<Map<String, Value>, Rejection> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| Rejection::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
 }
 
 fn candidate_keys<'k>(
@@ -392,16 +410,19 @@ fn verification_options(
     })
 }
 
+/// Checks the signature with one key, then the claims; gives the claims
+/// as the provider wrote them.
 fn check_signature_and_claims(
     verifier: &KeyVerifier,
     token: &str,
+    header: &Map<String, Value>,
     options: VerificationOptions,
-) -> Result<(), Rejection> {
+) -> Result<VerifiedClaims, Rejection> {
     type Claims = JWTClaims<NoCustomClaims>;
     let options_checked_audience = options.allowed_audiences.is_some();
     let result: Result<Claims, jwt_simple::Error> = match verifier {
         KeyVerifier::Rsa { key, hash, pss } => {
-            return check_rsa_token(key, *hash, *pss, token, &options);
+            return check_rsa_token(key, *hash, *pss, token, header, &options);
         }
         KeyVerifier::Es256(key) => key.verify_token(token, Some(options)),
         KeyVerifier::Es384(key) => key.verify_token(token, Some(options)),
@@ -415,7 +436,7 @@ fn check_signature_and_claims(
     if claims.audiences.is_none() && options_checked_audience {
         return Err(Rejection::WrongAudience);
     }
-    Ok(())
+    decode_claims(token)
 }
 
 /// Checks an RSA-signed token: its shape and header, its signature, then
@@ -425,13 +446,13 @@ fn check_rsa_token(
     hash: Hash,
     pss: bool,
     token: &str,
+    header: &Map<String, Value>,
     options: &VerificationOptions,
-) -> Result<(), Rejection> {
+) -> Result<VerifiedClaims, Rejection> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(Rejection::Malformed)?;
-    let mut parts = signing_input.split('.');
-    let (Some(header), Some(_payload), None) = (parts.next(), parts.next(), parts.next()) else {
+    if signing_input.split('.').count() != 2 {
         return Err(Rejection::Malformed);
-    };
+    }
     check_header(header)?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
@@ -444,17 +465,14 @@ fn check_rsa_token(
     };
     verified.map_err(|_| Rejection::BadSignature)?;
 
-    check_claims(&decode_claims(token)?.0, options)
+    let claims = decode_claims(token)?;
+    check_claims(&claims.0, options)?;
+    Ok(claims)
 }
 
 /// The header rules jwt-simple applies: no critical extension Rulegate
 /// would have to understand, and a `typ`, when present, naming a JWT.
-fn check_header(header: &str) -> Result<(), Rejection> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| Rejection::Malformed)?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)?;
+fn check_header(header: &Map<String, Value>) -> Result<(), Rejection> {
     let critical = header.get("crit").and_then(Value::as_array);
     if critical.is_some_and(|names| !names.is_empty()) {
         return Err(Rejection::Malformed);
