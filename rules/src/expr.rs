@@ -105,7 +105,7 @@ impl Expr {
                  fine)",
             ));
         }
-        let bound = comprehension_variables(source);
+        let bound = &shape.bound;
         let references = program.references();
         let mut unknown: Vec<&str> = references
             .variables()
@@ -162,6 +162,9 @@ struct Shape {
     /// inside the condition or body of another, where it runs once per
     /// element: the work multiplies with each level.
     nested_loops: bool,
+    /// The names list macros bind (`r` in `roles.exists(r, ...)`), which
+    /// the parser reports as variables like any other.
+    bound: Vec<String>,
 }
 
 /// The shape of an expression's syntax tree, walked without recursion.
@@ -171,6 +174,7 @@ fn shape(root: &Expression) -> Shape {
     let mut shape = Shape {
         depth: 0,
         nested_loops: false,
+        bound: Vec::new(),
     };
     // (node, depth, whether it runs once per element of a list macro)
     let mut pending = vec![(root, 1, false)];
@@ -184,6 +188,12 @@ fn shape(root: &Expression) -> Shape {
             }
             Node::Comprehension(loop_) => {
                 shape.nested_loops |= in_loop;
+                let names = [
+                    Some(&loop_.iter_var),
+                    loop_.iter_var2.as_ref(),
+                    Some(&loop_.accu_var),
+                ];
+                shape.bound.extend(names.into_iter().flatten().cloned());
                 let once = [&loop_.iter_range, &loop_.accu_init, &loop_.result];
                 pending.extend(once.map(|part| (part, below, in_loop)));
                 let per_element = [&loop_.loop_cond, &loop_.loop_step];
@@ -212,28 +222,6 @@ fn shape(root: &Expression) -> Shape {
         }
     }
     shape
-}
-
-/// Identifiers bound by comprehension macros (`list.exists(x, ...)`), which
-/// the parser reports as variables like any other.
-fn comprehension_variables(source: &str) -> Vec<String> {
-    const MACROS: [&str; 5] = ["all(", "exists(", "exists_one(", "map(", "filter("];
-    let mut bound = Vec::new();
-    for macro_call in MACROS {
-        for (index, _) in source.match_indices(macro_call) {
-            let rest = &source[index + macro_call.len()..];
-            let name: String = rest
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let after = rest.trim_start()[name.len()..].trim_start();
-            if !name.is_empty() && after.starts_with(',') {
-                bound.push(name);
-            }
-        }
-    }
-    bound
 }
 
 /// JSON as a CEL value. (The crate's serde route does the same through a

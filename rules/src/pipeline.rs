@@ -244,7 +244,7 @@ impl Pipeline {
             Step::Rule(_) => {
                 self.event
                     .note_webhook_answer(&rule.name, Webhook::answer_value(answer));
-                self.refresh_scope();
+                self.context_changed();
                 if answer.is_success() {
                     Ok(())
                 } else {
@@ -306,7 +306,7 @@ impl Pipeline {
     }
 
     /// Notes that the event's context changed.
-    fn refresh_scope(&mut self) {
+    fn context_changed(&mut self) {
         self.scope_stale = self.scope.is_some();
     }
 
@@ -497,7 +497,7 @@ impl Pipeline {
             self.event.note_access_claim(name, value);
         }
         if !added.is_empty() || !access.is_empty() {
-            self.refresh_scope();
+            self.context_changed();
         }
         self.report(rule, RuleResult::Ran);
     }
