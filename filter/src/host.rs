@@ -138,8 +138,9 @@ pub fn call_answer(body_size: usize) -> rules::http::Answer {
     }
 }
 
-/// Largest answer body read from a service; the rest is not needed to
-/// judge a call, and a hostile service must not make the VM grow.
+/// Largest answer body read from a service; a larger one is read as empty
+/// (a hostile service must not make the VM grow), so a caller that needs
+/// the body checks the size it was told first, as the JWKS fetch does.
 const MAX_CALL_BODY: usize = 256 * 1024;
 
 /// The host's wall clock, in Unix milliseconds (0 if the host will not say).

@@ -146,18 +146,16 @@ pub struct Rule {
     /// logged and counted, but nothing is changed or called.
     pub shadow: bool,
     pub step: Step,
+    /// Whether any expression of the rule reads `context`, which earlier
+    /// rules change; worked out once, at load.
+    reads_context: bool,
 }
 
 impl Rule {
     /// Whether any expression of the rule reads `context`, which earlier
     /// rules change.
     pub fn reads_context(&self) -> bool {
-        let actions = match &self.step {
-            Step::Rule(actions) => Some(actions.as_ref()),
-            _ => None,
-        };
-        self.when.iter().any(Expr::reads_context)
-            || actions.is_some_and(|actions| actions.expressions().any(Expr::reads_context))
+        self.reads_context
     }
 
     /// Whether the rule runs for a token exchange of `protocol` (its name
@@ -986,6 +984,12 @@ fn validate_rules(
         } else {
             OnError::Continue
         });
+        let actions = match &step {
+            Step::Rule(actions) => Some(actions.as_ref()),
+            _ => None,
+        };
+        let reads_context = when.iter().any(Expr::reads_context)
+            || actions.is_some_and(|actions| actions.expressions().any(Expr::reads_context));
         rules.push(Rule {
             name: head.name,
             enabled: head.enabled,
@@ -995,6 +999,7 @@ fn validate_rules(
             protocols: head.protocols,
             shadow: head.mode == Mode::Shadow,
             step,
+            reads_context,
         });
     }
     Ok(rules)
